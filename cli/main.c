@@ -1,0 +1,40 @@
+/* amalgam: command-line entry. Dispatches to the subcommands; every
+ * subcommand returns an exit status and reports its own errors once. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+static const struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} commands[] = {
+    {"run", cmd_run, "start a guest (all nodes on this host)"},
+    {"bench", cmd_bench, "benchmarks: vmexit, fabric, dsm (one JSON line each)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: amalgam COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n'amalgam COMMAND --help' describes each command's flags.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "amalgam: unknown command '%s' (try 'amalgam --help')\n", argv[1]);
+    return 2;
+}

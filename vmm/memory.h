@@ -1,0 +1,50 @@
+/* Guest physical memory: one memfd, mapped twice.
+ *
+ * The guest view is what KVM's memslots point at (and what the DSM registers
+ * with userfaultfd); the agent view is the VMM's own window onto the same
+ * file pages and is never registered, so the VMM reads and writes page
+ * contents through it without faulting. Both views always show the same
+ * bytes because they map the same shmem pages.
+ *
+ * Physical layout: low RAM at [0, low_size) below the 32-bit MMIO hole, the
+ * rest as high RAM at [4 GiB, 4 GiB + high_size). memfd offsets run
+ * contiguously: low RAM first, then high RAM.
+ */
+#ifndef AMALGAM_VMM_MEMORY_H
+#define AMALGAM_VMM_MEMORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GMEM_LOW_LIMIT 0xC0000000ULL /* 3 GiB: the MMIO hole starts here */
+#define GMEM_HIGH_BASE 0x100000000ULL
+#define GMEM_PAGE_SIZE 4096ULL
+
+struct guest_mem {
+    int fd;
+    uint64_t size;      /* total RAM bytes = low_size + high_size */
+    uint64_t low_size;  /* RAM at [0, low_size) */
+    uint64_t high_size; /* RAM at [GMEM_HIGH_BASE, +high_size) */
+    uint8_t *guest_view;
+    uint8_t *agent_view;
+};
+
+/* Creates the memfd and both views; size must be a multiple of 2 MiB. */
+int gmem_create(struct guest_mem *m, uint64_t size);
+void gmem_destroy(struct guest_mem *m);
+
+/* memfd offset of a guest-physical address, or -1 if gpa is not RAM. */
+int64_t gmem_offset(const struct guest_mem *m, uint64_t gpa);
+
+/* Agent-view pointer to [gpa, gpa+len), or NULL unless the whole range is
+ * RAM in one contiguous region (it may not straddle the hole). */
+void *gmem_agent_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/* Guest-view pointer; same rule. Accesses may fault into the DSM. */
+void *gmem_guest_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/* Copies through the agent view; -EFAULT unless the range is RAM. */
+int gmem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len);
+int gmem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len);
+
+#endif
