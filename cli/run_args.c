@@ -1,0 +1,177 @@
+/* `amalgam run` flag parsing. Accepts "--flag value" and "--flag=value". */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/run_args.h"
+
+const char run_usage[] =
+    "usage: amalgam run --kernel FILE [flags]\n"
+    "\n"
+    "Boots a guest and attaches its console (COM1) to stdout/stdin.\n"
+    "Exits with the guest's status (debug-exit port 0x501), 0 on guest\n"
+    "power-off or reset, 128+N on signal N, 2 on bad flags or kernel, 1 on\n"
+    "a VMM failure.\n"
+    "\n"
+    "  --kernel FILE     64-bit ELF kernel or bzImage (required)\n"
+    "  --initrd FILE     initial ramdisk\n"
+    "  --append STR      kernel command line\n"
+    "  --vcpus N         number of vCPUs (1-255, default 1)\n"
+    "  --mem SIZE        guest memory, e.g. 256M or 2G (default 256M, min 32M,\n"
+    "                    multiple of 2M)\n"
+    "  --cpl0 MODE       auto|native|emulated: whether guest kernel code runs\n"
+    "                    natively on this host; auto (default) measures it, and\n"
+    "                    the emulated-CPL0 work-arounds are only used when emulated\n"
+    "  --verbose, -v     report host detection and unassigned guest I/O on stderr\n"
+    "  --help, -h        this text\n";
+
+struct flag {
+    const char *name;
+    bool takes_value;
+    int (*apply)(struct run_args *a, const char *val, char *err, size_t errlen);
+};
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int f_vcpus(struct run_args *a, const char *v, char *err, size_t n)
+{
+    long x;
+    if (parse_int(v, 1, VMM_MAX_VCPUS, &x) < 0) {
+        snprintf(err, n, "--vcpus '%s': expected a number from 1 to %d", v, VMM_MAX_VCPUS);
+        return -EINVAL;
+    }
+    a->vm.nr_vcpus = (int)x;
+    return 0;
+}
+
+static int f_mem(struct run_args *a, const char *v, char *err, size_t n)
+{
+    if (vmm_parse_size(v, &a->vm.mem_size) < 0) {
+        snprintf(err, n, "--mem '%s': expected a size such as 256M or 2G", v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int f_kernel(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)err, (void)n;
+    a->vm.kernel = v;
+    return 0;
+}
+
+static int f_initrd(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)err, (void)n;
+    a->vm.initrd = v;
+    return 0;
+}
+
+static int f_append(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)err, (void)n;
+    a->vm.cmdline = v;
+    return 0;
+}
+
+static int f_cpl0(struct run_args *a, const char *v, char *err, size_t n)
+{
+    if (!strcmp(v, "auto"))
+        a->vm.cpl0 = CPL0_AUTO;
+    else if (!strcmp(v, "native"))
+        a->vm.cpl0 = CPL0_NATIVE;
+    else if (!strcmp(v, "emulated"))
+        a->vm.cpl0 = CPL0_EMULATED;
+    else {
+        snprintf(err, n, "--cpl0 '%s': expected auto, native or emulated", v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int f_verbose(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)v, (void)err, (void)n;
+    a->vm.verbose = true;
+    return 0;
+}
+
+static int f_help(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)v, (void)err, (void)n;
+    a->help = true;
+    return 0;
+}
+
+static const struct flag flags[] = {
+    {"--vcpus", true, f_vcpus},     {"--mem", true, f_mem},
+    {"--kernel", true, f_kernel},   {"--initrd", true, f_initrd},
+    {"--append", true, f_append},   {"--cpl0", true, f_cpl0},
+    {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
+    {"--help", false, f_help},      {"-h", false, f_help},
+};
+
+static const struct flag *find_flag(const char *arg, const char **inline_val)
+{
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (strlen(flags[i].name) == len && !strncmp(arg, flags[i].name, len)) {
+            *inline_val = eq ? eq + 1 : NULL;
+            return &flags[i];
+        }
+    }
+    return NULL;
+}
+
+static void set_defaults(struct run_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->vm.nr_vcpus = 1;
+    a->vm.mem_size = 256ULL << 20;
+    a->vm.cpl0 = CPL0_AUTO;
+    a->vm.console_out = 1;
+    a->vm.console_in = 0;
+}
+
+int run_parse_args(int argc, char **argv, struct run_args *a, char *err, size_t errlen)
+{
+    set_defaults(a);
+    for (int i = 1; i < argc; i++) {
+        const char *val = NULL;
+        const struct flag *f = find_flag(argv[i], &val);
+        if (!f) {
+            snprintf(err, errlen, "unknown flag '%s' (see 'amalgam run --help')", argv[i]);
+            return -EINVAL;
+        }
+        if (f->takes_value && !val) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "%s needs a value", f->name);
+                return -EINVAL;
+            }
+            val = argv[++i];
+        } else if (!f->takes_value && val) {
+            snprintf(err, errlen, "%s takes no value", f->name);
+            return -EINVAL;
+        }
+        int r = f->apply(a, val, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    if (!a->help && !a->vm.kernel) {
+        snprintf(err, errlen, "--kernel FILE is required (see 'amalgam run --help')");
+        return -EINVAL;
+    }
+    return 0;
+}

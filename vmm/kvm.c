@@ -1,0 +1,197 @@
+/* Thin KVM ioctl wrappers (see kvm.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vmm/kvm.h"
+#include "vmm/lapic.h"
+
+
+static const struct {
+    int cap;
+    const char *what;
+} required_caps[] = {
+    {KVM_CAP_X86_USER_SPACE_MSR, "user-space MSR exits"},
+    {KVM_CAP_X86_MSR_FILTER, "MSR filters"},
+    {KVM_CAP_VCPU_EVENTS, "vCPU events"},
+    {KVM_CAP_GET_TSC_KHZ, "TSC frequency query"},
+    {KVM_CAP_EXT_CPUID, "CPUID tables"},
+};
+
+int kvm_open_system(int *kvm_fd, size_t *run_size, char *err, size_t errlen)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            snprintf(err, errlen, "/dev/kvm does not exist: this host has no KVM "
+                     "(load kvm_intel or kvm_amd, or use a host with virtualisation)");
+        else if (e == EACCES || e == EPERM)
+            snprintf(err, errlen, "cannot open /dev/kvm: permission denied "
+                     "(run as root or add yourself to the 'kvm' group)");
+        else
+            snprintf(err, errlen, "cannot open /dev/kvm: %s", strerror(e));
+        return -e;
+    }
+    int ver = ioctl(fd, KVM_GET_API_VERSION, 0);
+    if (ver != KVM_API_VERSION) {
+        snprintf(err, errlen, "/dev/kvm speaks API version %d, amalgam needs %d", ver,
+                 KVM_API_VERSION);
+        close(fd);
+        return -ENOTSUP;
+    }
+    for (size_t i = 0; i < sizeof required_caps / sizeof required_caps[0]; i++) {
+        if (ioctl(fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0) {
+            snprintf(err, errlen, "this host's KVM lacks %s, which amalgam needs",
+                     required_caps[i].what);
+            close(fd);
+            return -ENOTSUP;
+        }
+    }
+    int sz = ioctl(fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz <= 0) {
+        snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
+        close(fd);
+        return -EIO;
+    }
+    *kvm_fd = fd;
+    *run_size = (size_t)sz;
+    return 0;
+}
+
+int kvm_create_vm(int kvm_fd, int *vm_fd)
+{
+    int fd;
+    do {
+        fd = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -errno;
+    /* Needed by VMX for real mode; harmless elsewhere. Placed just below
+     * the top of the 32-bit space, inside the MMIO hole. */
+    ioctl(fd, KVM_SET_TSS_ADDR, 0xfffbd000UL);
+    uint64_t idmap = 0xfffbc000ULL;
+    ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap);
+    *vm_fd = fd;
+    return 0;
+}
+
+int kvm_set_memslot(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size, void *hva)
+{
+    struct kvm_userspace_memory_region r = {
+        .slot = slot,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)hva,
+    };
+    return ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
+}
+
+int kvm_route_msrs_to_user(int vm_fd)
+{
+    struct kvm_enable_cap cap = {
+        .cap = KVM_CAP_X86_USER_SPACE_MSR,
+        .args[0] = KVM_MSR_EXIT_REASON_FILTER | KVM_MSR_EXIT_REASON_UNKNOWN |
+                   KVM_MSR_EXIT_REASON_INVAL,
+    };
+    if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+        return -errno;
+
+    /* A zero bitmap bit denies the access, and a denied access exits to
+     * user space because of KVM_MSR_EXIT_REASON_FILTER. */
+    static uint8_t deny[256 / 8];
+    struct kvm_msr_filter f = {.flags = KVM_MSR_FILTER_DEFAULT_ALLOW};
+    const struct {
+        uint32_t base, n;
+    } owned[] = {
+        {MSR_IA32_APICBASE, 1},
+        {MSR_IA32_TSC_DEADLINE, 1},
+        {MSR_X2APIC_FIRST, MSR_X2APIC_LAST - MSR_X2APIC_FIRST + 1},
+    };
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) {
+        f.ranges[i].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+        f.ranges[i].base = owned[i].base;
+        f.ranges[i].nmsrs = owned[i].n;
+        f.ranges[i].bitmap = deny;
+    }
+    return ioctl(vm_fd, KVM_X86_SET_MSR_FILTER, &f) < 0 ? -errno : 0;
+}
+
+int kvm_create_vcpu(int vm_fd, int id, size_t run_size, int *fd, struct kvm_run **run)
+{
+    int vfd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
+    if (vfd < 0)
+        return -errno;
+    void *p = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vfd, 0);
+    if (p == MAP_FAILED) {
+        int e = -errno;
+        close(vfd);
+        return e;
+    }
+    *fd = vfd;
+    *run = p;
+    return 0;
+}
+
+static void fix_cpuid_entry(struct kvm_cpuid_entry2 *e, uint32_t apic_id, int nr_vcpus)
+{
+    switch (e->function) {
+    case 1:
+        e->ebx = (e->ebx & 0x0000ffffu) | (apic_id << 24) |
+                 ((uint32_t)(nr_vcpus > 255 ? 255 : nr_vcpus) << 16);
+        e->ecx |= 1u << 21; /* x2APIC: modelled in user space */
+        e->ecx |= 1u << 24; /* TSC-deadline timer: modelled in user space */
+        break;
+    case 0xb:
+    case 0x1f:
+        e->edx = apic_id;
+        break;
+    default:
+        break;
+    }
+}
+
+int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id, int nr_vcpus)
+{
+    int n = 256;
+    struct kvm_cpuid2 *c = calloc(1, sizeof *c + n * sizeof(struct kvm_cpuid_entry2));
+    if (!c)
+        return -ENOMEM;
+    c->nent = n;
+    if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) < 0) {
+        int e = -errno;
+        free(c);
+        return e;
+    }
+    for (uint32_t i = 0; i < c->nent; i++)
+        fix_cpuid_entry(&c->entries[i], apic_id, nr_vcpus);
+    int r = ioctl(vcpu_fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
+    free(c);
+    return r;
+}
+
+int kvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *val)
+{
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e;
+    } m = {.hdr.nmsrs = 1, .e.index = index};
+    if (ioctl(vcpu_fd, KVM_GET_MSRS, &m) != 1)
+        return -EIO;
+    *val = m.e.data;
+    return 0;
+}
+
+int kvm_set_msr(int vcpu_fd, uint32_t index, uint64_t val)
+{
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e;
+    } m = {.hdr.nmsrs = 1, .e.index = index, .e.data = val};
+    return ioctl(vcpu_fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
+}

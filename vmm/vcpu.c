@@ -1,0 +1,294 @@
+/* The vCPU thread: KVM_RUN, exit dispatch, and interrupt delivery from the
+ * user-space LAPIC.
+ *
+ * Why kicks cannot be lost: SIGKICK is blocked in every thread and only
+ * unblocked inside KVM_RUN (KVM_SET_SIGNAL_MASK). A kick that lands while
+ * the thread runs VMM code stays pending, so the next KVM_RUN returns EINTR
+ * at once and the loop looks at the LAPIC again before re-entering. The
+ * LAPIC timer is a POSIX timer that sends SIGKICK to this very thread. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "vmm/emulate.h"
+#include "vmm/vm.h"
+#include "vmm/x86_setup.h"
+
+void vcpu_kick(struct vcpu *v)
+{
+    if (v->thread_started)
+        pthread_kill(v->thread, SIGKICK);
+}
+
+static void kick_set(sigset_t *s)
+{
+    sigemptyset(s);
+    sigaddset(s, SIGKICK);
+}
+
+static void consume_kicks(void)
+{
+    sigset_t s;
+    struct timespec zero = {0, 0};
+    kick_set(&s);
+    while (sigtimedwait(&s, NULL, &zero) > 0)
+        ;
+}
+
+static void wait_for_kick(void)
+{
+    sigset_t s;
+    kick_set(&s);
+    sigwaitinfo(&s, NULL);
+}
+
+static int setup_thread_signals(struct vcpu *v)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    sigdelset(&cur, SIGKICK);
+    struct {
+        struct kvm_signal_mask m;
+        uint8_t set[8];
+    } km = {.m.len = 8};
+    memcpy(km.set, &cur, 8);
+    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &km) < 0)
+        return -errno;
+
+    struct sigevent sev = {0};
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = SIGKICK;
+    sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    if (timer_create(CLOCK_MONOTONIC, &sev, &v->timer) < 0)
+        return -errno;
+    v->timer_created = true;
+    return 0;
+}
+
+static void arm_host_timer(struct vcpu *v, uint64_t deadline_ns)
+{
+    if (deadline_ns == v->timer_armed_ns)
+        return;
+    struct itimerspec its = {0};
+    if (deadline_ns) {
+        its.it_value.tv_sec = (time_t)(deadline_ns / 1000000000ULL);
+        its.it_value.tv_nsec = (long)(deadline_ns % 1000000000ULL);
+    }
+    timer_settime(v->timer, TIMER_ABSTIME, &its, NULL);
+    v->timer_armed_ns = deadline_ns;
+}
+
+/* Consumes INIT/SIPI; returns true if the vCPU may run now. Lock held. */
+static bool process_init_sipi(struct vcpu *v)
+{
+    if (v->lapic.init_pending) {
+        v->lapic.init_pending = false;
+        if (v->id == 0) {
+            /* Restarting the BSP would need firmware at the reset vector. */
+            fprintf(stderr, "amalgam: INIT to the boot vCPU ignored\n");
+        } else {
+            lapic_init_reset(&v->lapic);
+            v->state = VCPU_WAIT_SIPI;
+        }
+    }
+    if (v->lapic.sipi_pending) {
+        v->lapic.sipi_pending = false;
+        if (v->state == VCPU_WAIT_SIPI) {
+            int r = x86_enter_sipi(v->fd, v->lapic.sipi_vector);
+            if (r < 0)
+                vm_fail(v->vm, "vCPU %d: cannot start at SIPI vector %#x: %s", v->id,
+                        v->lapic.sipi_vector, strerror(-r));
+            else
+                v->state = VCPU_RUNNABLE;
+        }
+    }
+    return v->state == VCPU_RUNNABLE;
+}
+
+/* Before each KVM_RUN: fire due timers, deliver NMI, inject the highest
+ * pending interrupt if the guest can take it now, else ask KVM to exit
+ * when it can. */
+static int prepare_entry(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    pthread_mutex_lock(&v->lock);
+    uint64_t deadline = lapic_timer_poll(&v->lapic, vmm_now_ns());
+    if (v->lapic.nmi_pending) {
+        v->lapic.nmi_pending = false;
+        ioctl(v->fd, KVM_NMI);
+    }
+    int vec = lapic_pending_irq(&v->lapic);
+    run->request_interrupt_window = 0;
+    if (vec >= 0) {
+        if (run->ready_for_interrupt_injection && run->if_flag) {
+            struct kvm_interrupt irq = {.irq = (uint32_t)vec};
+            if (ioctl(v->fd, KVM_INTERRUPT, &irq) == 0)
+                lapic_irq_injected(&v->lapic, vec);
+            else
+                run->request_interrupt_window = 1;
+        } else {
+            run->request_interrupt_window = 1;
+        }
+    }
+    run->cr8 = lapic_get_cr8(&v->lapic);
+    pthread_mutex_unlock(&v->lock);
+    arm_host_timer(v, deadline);
+    return 0;
+}
+
+/* HLT: sleep until something can wake the vCPU. With IF=0 only NMI and
+ * INIT do, as on hardware. */
+static void halt(struct vcpu *v)
+{
+    bool if_flag = v->run->if_flag;
+    while (!atomic_load(&v->vm->stopping)) {
+        pthread_mutex_lock(&v->lock);
+        uint64_t deadline = lapic_timer_poll(&v->lapic, vmm_now_ns());
+        bool wake = v->lapic.nmi_pending || v->lapic.init_pending ||
+                    (if_flag && lapic_pending_irq(&v->lapic) >= 0);
+        pthread_mutex_unlock(&v->lock);
+        arm_host_timer(v, deadline);
+        if (wake)
+            return;
+        wait_for_kick();
+    }
+}
+
+/* Parked AP: wait for INIT + SIPI. */
+static void wait_for_sipi(struct vcpu *v)
+{
+    while (!atomic_load(&v->vm->stopping)) {
+        pthread_mutex_lock(&v->lock);
+        bool go = process_init_sipi(v);
+        pthread_mutex_unlock(&v->lock);
+        if (go)
+            return;
+        wait_for_kick();
+    }
+}
+
+static int handle_internal_error(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && v->vm->cpl0_emulated) {
+        int r = emulate_fixup(v);
+        if (r == 0)
+            return 0;
+    }
+    char insn[64] = "";
+    emulate_describe_insn(v, insn, sizeof insn);
+    vm_fail(v->vm, "vCPU %d: KVM could not emulate an instruction (internal error "
+            "suberror %u) %s", v->id, run->internal.suberror, insn);
+    return -EIO;
+}
+
+static int handle_exit(struct vcpu *v)
+{
+    struct kvm_run *run = v->run;
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        return handle_io(v);
+    case KVM_EXIT_MMIO:
+        return handle_mmio(v);
+    case KVM_EXIT_X86_RDMSR:
+        return handle_rdmsr(v);
+    case KVM_EXIT_X86_WRMSR:
+        return handle_wrmsr(v);
+    case KVM_EXIT_HLT:
+        halt(v);
+        return 0;
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+    case KVM_EXIT_INTR:
+        return 0;
+    case KVM_EXIT_SHUTDOWN: {
+        struct kvm_regs r;
+        ioctl(v->fd, KVM_GET_REGS, &r);
+        vm_fail(v->vm, "vCPU %d: the guest triple-faulted (RIP %#llx): it crashed",
+                v->id, (unsigned long long)r.rip);
+        return -EIO;
+    }
+    case KVM_EXIT_INTERNAL_ERROR:
+        return handle_internal_error(v);
+    case KVM_EXIT_FAIL_ENTRY:
+        vm_fail(v->vm, "vCPU %d: KVM refused to enter the guest (hardware reason %#llx)",
+                v->id, (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        return -EIO;
+    default:
+        vm_fail(v->vm, "vCPU %d: unexpected KVM exit reason %u", v->id, run->exit_reason);
+        return -EIO;
+    }
+}
+
+static void bench_after_entry(struct vcpu *v, uint64_t exit_ns)
+{
+    struct vm_bench_samples *b = v->vm->bench;
+    if (!b || v->run->exit_reason != KVM_EXIT_IO || v->run->io.port != VMM_PORT_BENCH)
+        return;
+    if (v->bench_last_exit_ns && b->n < b->cap)
+        b->round_trip_ns[b->n] = exit_ns - v->bench_last_exit_ns;
+    v->bench_last_exit_ns = exit_ns;
+}
+
+static void bench_before_entry(struct vcpu *v, uint64_t exit_ns)
+{
+    struct vm_bench_samples *b = v->vm->bench;
+    if (!b || !exit_ns || v->run->exit_reason != KVM_EXIT_IO ||
+        v->run->io.port != VMM_PORT_BENCH || b->n >= b->cap)
+        return;
+    if (b->round_trip_ns[b->n]) {
+        b->dispatch_ns[b->n] = vmm_now_ns() - exit_ns;
+        b->n++;
+    }
+}
+
+static void run_loop(struct vcpu *v)
+{
+    struct vm *vm = v->vm;
+    uint64_t exit_ns = 0;
+    while (!atomic_load(&vm->stopping)) {
+        if (v->state != VCPU_RUNNABLE) {
+            wait_for_sipi(v);
+            continue;
+        }
+        pthread_mutex_lock(&v->lock);
+        bool runnable = process_init_sipi(v);
+        pthread_mutex_unlock(&v->lock);
+        if (!runnable)
+            continue;
+        prepare_entry(v);
+        bench_before_entry(v, exit_ns);
+        int r = ioctl(v->fd, KVM_RUN, 0);
+        if (vm->bench)
+            exit_ns = vmm_now_ns();
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                consume_kicks();
+                exit_ns = 0;
+                continue;
+            }
+            vm_fail(vm, "vCPU %d: KVM_RUN failed: %s", v->id, strerror(errno));
+            return;
+        }
+        pthread_mutex_lock(&v->lock);
+        lapic_set_cr8(&v->lapic, v->run->cr8);
+        pthread_mutex_unlock(&v->lock);
+        bench_after_entry(v, exit_ns);
+        if (handle_exit(v) < 0)
+            return;
+    }
+}
+
+void *vcpu_thread(void *arg)
+{
+    struct vcpu *v = arg;
+    int r = setup_thread_signals(v);
+    if (r < 0) {
+        vm_fail(v->vm, "vCPU %d: cannot set up signals/timer: %s", v->id, strerror(-r));
+        return NULL;
+    }
+    run_loop(v);
+    return NULL;
+}

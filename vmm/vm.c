@@ -1,0 +1,431 @@
+/* The node's VM: creation, the main loop, stopping, interrupt routing. */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "vmm/boot.h"
+#include "vmm/emulate.h"
+#include "vmm/kvm.h"
+#include "vmm/vm.h"
+#include "vmm/x86_setup.h"
+
+#define MSR_IA32_TSC 0x10
+
+uint64_t vmm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int vmm_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s || !*s || *s == '-')
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -EINVAL;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if ((*end == 'i' || *end == 'I') && shift)
+        end++;
+    if ((*end == 'b' || *end == 'B') && shift)
+        end++;
+    if (*end || (shift && v > (~0ULL >> shift)))
+        return -EINVAL;
+    *out = v << shift;
+    return 0;
+}
+
+void vm_stop(struct vm *vm, enum vm_exit_reason why, int status)
+{
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&vm->stopping, &expected, 1))
+        return;
+    vm->exit_reason = why;
+    vm->exit_status = status;
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        vcpu_kick(&vm->vcpus[i]);
+    uint64_t one = 1;
+    if (write(vm->stop_efd, &one, sizeof one) < 0) {
+        /* The eventfd counter cannot overflow from one write; nothing to do. */
+    }
+}
+
+void vm_fail(struct vm *vm, const char *fmt, ...)
+{
+    if (atomic_load(&vm->stopping))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(vm->error, sizeof vm->error, fmt, ap);
+    va_end(ap);
+    vm_stop(vm, VM_EXIT_ERROR, 1);
+}
+
+void vm_deliver(struct vm *vm, const struct apic_msg *m)
+{
+    bool lowest = m->delivery == APIC_DM_LOWEST;
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        pthread_mutex_lock(&v->lock);
+        bool hit = lapic_match(&v->lapic, m);
+        if (hit)
+            lapic_deliver(&v->lapic, m);
+        pthread_mutex_unlock(&v->lock);
+        if (hit) {
+            vcpu_kick(v);
+            if (lowest)
+                break; /* lowest priority: the first match takes it */
+        }
+    }
+}
+
+static void deliver_out(struct vm *vm, const struct ioapic_out *out)
+{
+    for (int i = 0; i < out->n; i++)
+        vm_deliver(vm, &out->msg[i]);
+}
+
+void vm_set_irq(struct vm *vm, int pin, int level)
+{
+    struct ioapic_out out = {0};
+    pthread_mutex_lock(&vm->dev_lock);
+    ioapic_set_irq(&vm->ioapic, pin, level, &out);
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_out(vm, &out);
+}
+
+void vm_eoi(struct vm *vm, uint8_t vector)
+{
+    struct ioapic_out out = {0};
+    pthread_mutex_lock(&vm->dev_lock);
+    ioapic_eoi(&vm->ioapic, vector, &out);
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_out(vm, &out);
+}
+
+static void console_out(void *ctx, uint8_t byte)
+{
+    struct vm *vm = ctx;
+    while (write(vm->cfg.console_out, &byte, 1) < 0 && errno == EINTR)
+        ;
+}
+
+static int check_config(const struct vm_config *c, char *err, size_t errlen)
+{
+    if (c->nr_vcpus < 1 || c->nr_vcpus > VMM_MAX_VCPUS) {
+        snprintf(err, errlen, "--vcpus must be between 1 and %d", VMM_MAX_VCPUS);
+        return -EINVAL;
+    }
+    if (c->mem_size < VMM_MIN_MEM) {
+        snprintf(err, errlen, "--mem %lluM is too little: amalgam needs at least %lluM",
+                 (unsigned long long)(c->mem_size >> 20),
+                 (unsigned long long)(VMM_MIN_MEM >> 20));
+        return -EINVAL;
+    }
+    if (c->mem_size % (2ULL << 20)) {
+        snprintf(err, errlen, "--mem must be a multiple of 2M");
+        return -EINVAL;
+    }
+    if (!c->kernel) {
+        snprintf(err, errlen, "no --kernel given");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int setup_memory(struct vm *vm, char *err, size_t errlen)
+{
+    int r = gmem_create(&vm->mem, vm->cfg.mem_size);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot allocate %lluM of guest memory: %s",
+                 (unsigned long long)(vm->cfg.mem_size >> 20), strerror(-r));
+        return r;
+    }
+    r = kvm_set_memslot(vm->vm_fd, 0, 0, vm->mem.low_size, vm->mem.guest_view);
+    if (!r && vm->mem.high_size)
+        r = kvm_set_memslot(vm->vm_fd, 1, GMEM_HIGH_BASE, vm->mem.high_size,
+                            vm->mem.guest_view + vm->mem.low_size);
+    if (r < 0)
+        snprintf(err, errlen, "KVM refused the guest memory: %s", strerror(-r));
+    return r;
+}
+
+static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
+{
+    struct vcpu *v = &vm->vcpus[id];
+    v->vm = vm;
+    v->id = id;
+    v->fd = -1;
+    pthread_mutex_init(&v->lock, NULL);
+    int r = kvm_create_vcpu(vm->vm_fd, id, vm->run_size, &v->fd, &v->run);
+    r = r ?: kvm_set_cpuid(vm->kvm_fd, v->fd, (uint32_t)id, vm->nr_vcpus);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot create vCPU %d: %s", id, strerror(-r));
+        return r;
+    }
+    struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = vmm_now_ns()};
+    kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
+    lapic_init(&v->lapic, (uint32_t)id, id == 0, &clk);
+    v->state = id == 0 ? VCPU_RUNNABLE : VCPU_WAIT_SIPI;
+    return 0;
+}
+
+static int detect_cpl0(struct vm *vm)
+{
+    if (vm->cfg.cpl0 != CPL0_AUTO) {
+        vm->cpl0_emulated = vm->cfg.cpl0 == CPL0_EMULATED;
+        return 0;
+    }
+    double ns = 0;
+    int r = emulate_probe_cpl0(vm->kvm_fd, &vm->cpl0_emulated, &ns);
+    if (r < 0) {
+        /* The fix-ups only act on exits that would otherwise be fatal. */
+        fprintf(stderr, "amalgam: cannot time guest CPL0 (%s); assuming it is emulated\n",
+                strerror(-r));
+        vm->cpl0_emulated = true;
+    } else if (vm->cfg.verbose) {
+        fprintf(stderr, "amalgam: guest CPL0 %s (%.1f ns per loop iteration)\n",
+                vm->cpl0_emulated ? "is emulated by this host's KVM" : "runs natively", ns);
+    }
+    return 0;
+}
+
+static int load_guest(struct vm *vm, char *err, size_t errlen)
+{
+    struct boot_spec spec = {
+        .kernel_path = vm->cfg.kernel,
+        .initrd_path = vm->cfg.initrd,
+        .cmdline = vm->cfg.cmdline,
+        .acpi_rsdp_gpa = vm->rsdp_gpa,
+    };
+    struct boot_info info;
+    int r = x86_write_boot_tables(&vm->mem);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot write the boot page tables: %s", strerror(-r));
+        return r;
+    }
+    r = boot_load(&spec, &vm->mem, &info, err, errlen);
+    if (r < 0)
+        return r;
+    r = x86_enter_long_mode(vm->vcpus[0].fd, info.entry_gpa, info.boot_params_gpa);
+    if (r < 0)
+        snprintf(err, errlen, "cannot set the boot vCPU's registers: %s", strerror(-r));
+    return r;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen)
+{
+    int r = check_config(cfg, err, errlen);
+    if (r < 0)
+        return r;
+    struct vm *vm = calloc(1, sizeof *vm);
+    if (!vm)
+        return -ENOMEM;
+    vm->cfg = *cfg;
+    vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+    vm->mem.fd = -1;
+    vm->nr_vcpus = cfg->nr_vcpus;
+    pthread_mutex_init(&vm->dev_lock, NULL);
+    vm->pm_timer_base_ns = vmm_now_ns();
+    vm->stop_efd = eventfd(0, EFD_CLOEXEC);
+    vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof *vm->vcpus);
+    if (vm->stop_efd < 0 || !vm->vcpus) {
+        r = -ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        vm->vcpus[i].fd = -1;
+    r = kvm_open_system(&vm->kvm_fd, &vm->run_size, err, errlen);
+    if (r < 0)
+        goto fail;
+    r = detect_cpl0(vm);
+    r = r ?: kvm_create_vm(vm->kvm_fd, &vm->vm_fd);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot create a KVM virtual machine: %s", strerror(-r));
+        goto fail;
+    }
+    r = kvm_route_msrs_to_user(vm->vm_fd);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot route APIC MSRs to user space: %s", strerror(-r));
+        goto fail;
+    }
+    r = setup_memory(vm, err, errlen);
+    if (r < 0)
+        goto fail;
+    vm->tsc_khz = 0;
+    for (int i = 0; i < vm->nr_vcpus && r == 0; i++) {
+        r = setup_vcpu(vm, i, err, errlen);
+        if (r == 0 && i == 0) {
+            int khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+            vm->tsc_khz = khz > 0 ? (uint64_t)khz : 1000000;
+            vm->vcpus[0].lapic.clock.tsc_khz = vm->tsc_khz;
+        }
+    }
+    if (r < 0)
+        goto fail;
+    r = load_guest(vm, err, errlen);
+    if (r < 0)
+        goto fail;
+    ioapic_init(&vm->ioapic, (uint32_t)vm->nr_vcpus);
+    uart_init(&vm->uart, console_out, vm);
+    *out = vm;
+    return 0;
+fail:
+    vm_destroy(vm);
+    return r;
+}
+
+static void kick_handler(int sig)
+{
+    (void)sig;
+}
+
+static int start_threads(struct vm *vm)
+{
+    struct sigaction sa = {.sa_handler = kick_handler};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGKICK, &sa, NULL);
+    /* APs first, so every thread id exists before the BSP can send IPIs. */
+    for (int i = vm->nr_vcpus - 1; i >= 0; i--) {
+        struct vcpu *v = &vm->vcpus[i];
+        int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
+        if (r) {
+            vm_fail(vm, "cannot start a thread for vCPU %d: %s", i, strerror(r));
+            return -r;
+        }
+        atomic_store(&v->thread_started, true);
+    }
+    return 0;
+}
+
+static void feed_console(struct vm *vm, int *in_fd)
+{
+    uint8_t buf[UART_RX_FIFO];
+    ssize_t n = read(*in_fd, buf, sizeof buf);
+    if (n <= 0) {
+        *in_fd = -1; /* EOF or error: stop watching the input */
+        return;
+    }
+    struct ioapic_out out = {0};
+    pthread_mutex_lock(&vm->dev_lock);
+    uart_receive(&vm->uart, buf, (size_t)n);
+    bool line = uart_irq_line(&vm->uart);
+    if (line != vm->uart_irq) {
+        vm->uart_irq = line;
+        ioapic_set_irq(&vm->ioapic, UART_COM1_IRQ, line, &out);
+    }
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_out(vm, &out);
+}
+
+/* The main thread waits for the end of the run, a signal, or console input. */
+static void main_loop(struct vm *vm, int sig_fd)
+{
+    int in_fd = vm->cfg.console_in;
+    while (!atomic_load(&vm->stopping)) {
+        struct pollfd p[3] = {
+            {.fd = vm->stop_efd, .events = POLLIN},
+            {.fd = sig_fd, .events = POLLIN},
+            {.fd = in_fd, .events = POLLIN},
+        };
+        if (poll(p, in_fd >= 0 ? 3 : 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof si) == sizeof si)
+                vm_stop(vm, VM_EXIT_SIGNAL, 128 + (int)si.ssi_signo);
+        }
+        if (in_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR)))
+            feed_console(vm, &in_fd);
+    }
+}
+
+int vm_run(struct vm *vm)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGKICK);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+    sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGINT);
+    sigaddset(&stop_sigs, SIGTERM);
+    int sig_fd = signalfd(-1, &stop_sigs, SFD_CLOEXEC);
+
+    if (start_threads(vm) == 0)
+        main_loop(vm, sig_fd);
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        if (atomic_load(&vm->vcpus[i].thread_started))
+            pthread_join(vm->vcpus[i].thread, NULL);
+        atomic_store(&vm->vcpus[i].thread_started, false);
+    }
+    if (sig_fd >= 0)
+        close(sig_fd);
+    return vm->exit_status;
+}
+
+enum vm_exit_reason vm_exit_reason(const struct vm *vm)
+{
+    return vm->exit_reason;
+}
+
+const char *vm_error(const struct vm *vm)
+{
+    return vm->error;
+}
+
+bool vm_cpl0_emulated(const struct vm *vm)
+{
+    return vm->cpl0_emulated;
+}
+
+void vm_set_bench(struct vm *vm, struct vm_bench_samples *s)
+{
+    vm->bench = s;
+}
+
+void vm_destroy(struct vm *vm)
+{
+    if (!vm)
+        return;
+    for (int i = 0; vm->vcpus && i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (v->timer_created)
+            timer_delete(v->timer);
+        if (v->run)
+            munmap(v->run, vm->run_size);
+        if (v->fd >= 0)
+            close(v->fd);
+        pthread_mutex_destroy(&v->lock);
+    }
+    free(vm->vcpus);
+    gmem_destroy(&vm->mem);
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+    if (vm->stop_efd >= 0)
+        close(vm->stop_efd);
+    free(vm);
+}

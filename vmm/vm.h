@@ -1,0 +1,113 @@
+/* Internal to vmm/: the state shared between the node's vCPU threads, its
+ * devices and its main loop. Lock order: vm->dev_lock before any vCPU lock;
+ * never hold two vCPU locks at once. */
+#ifndef AMALGAM_VMM_VM_H
+#define AMALGAM_VMM_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "vmm/apic_bus.h"
+#include "vmm/ioapic.h"
+#include "vmm/lapic.h"
+#include "vmm/memory.h"
+#include "vmm/uart.h"
+#include "vmm/vmm.h"
+
+/* The signal that kicks a vCPU thread out of KVM_RUN (and out of halt). It
+ * is blocked outside KVM_RUN, so a kick sent at any time stays pending and
+ * makes the next KVM_RUN return at once: kicks are never lost. */
+#define SIGKICK SIGUSR1
+
+enum vcpu_state {
+    VCPU_WAIT_SIPI, /* AP after INIT: parked until a SIPI */
+    VCPU_RUNNABLE,
+};
+
+struct vcpu {
+    struct vm *vm;
+    int id;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    _Atomic bool thread_started;
+
+    pthread_mutex_t lock; /* guards lapic and state */
+    struct lapic lapic;
+    enum vcpu_state state;
+
+    timer_t timer;
+    bool timer_created;
+    uint64_t timer_armed_ns; /* deadline the host timer is set for, 0 none */
+
+    /* Bench port timing (only when vm->bench is set). */
+    uint64_t bench_last_exit_ns;
+};
+
+/* Emulated-CPL0 fix-ups, counted per kind (see emulate.h). */
+enum emul_kind {
+    EMUL_INT3, EMUL_FWAIT, EMUL_CLAC, EMUL_STAC, EMUL_LDMXCSR, EMUL_STMXCSR,
+    EMUL_KIND_COUNT
+};
+
+struct vm {
+    struct vm_config cfg;
+    int kvm_fd;
+    int vm_fd;
+    size_t run_size;
+    struct guest_mem mem;
+    bool cpl0_emulated;
+    uint64_t tsc_khz;
+    uint64_t rsdp_gpa;
+
+    int nr_vcpus;
+    struct vcpu *vcpus;
+
+    pthread_mutex_t dev_lock; /* guards the devices below */
+    struct ioapic ioapic;
+    struct uart uart;
+    bool uart_irq;
+    uint64_t pm_timer_base_ns;
+
+    _Atomic int stopping;
+    int exit_status;
+    enum vm_exit_reason exit_reason;
+    char error[256];
+    int stop_efd; /* eventfd the main loop waits on */
+
+    _Atomic uint64_t emul_count[EMUL_KIND_COUNT];
+    _Atomic uint32_t unknown_port_logged;
+
+    struct vm_bench_samples *bench;
+};
+
+uint64_t vmm_now_ns(void);
+
+/* Ends the run (first caller wins): records why and with which status,
+ * wakes every vCPU and the main loop. Safe from any thread. */
+void vm_stop(struct vm *vm, enum vm_exit_reason why, int status);
+/* Like vm_stop(VM_EXIT_ERROR, 1) with a message for the user. */
+void vm_fail(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Delivers an APIC bus message to every vCPU it addresses, and kicks them. */
+void vm_deliver(struct vm *vm, const struct apic_msg *m);
+/* Drives an IOAPIC pin (takes dev_lock). */
+void vm_set_irq(struct vm *vm, int pin, int level);
+/* A level-triggered EOI from a LAPIC, for the IOAPIC (takes dev_lock). */
+void vm_eoi(struct vm *vm, uint8_t vector);
+
+void vcpu_kick(struct vcpu *v);
+/* The vCPU thread body. */
+void *vcpu_thread(void *arg);
+
+/* Exit handlers (exits.c): return 0 to continue, <0 if the VM failed. */
+int handle_io(struct vcpu *v);
+int handle_mmio(struct vcpu *v);
+int handle_rdmsr(struct vcpu *v);
+int handle_wrmsr(struct vcpu *v);
+
+#endif

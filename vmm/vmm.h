@@ -1,0 +1,82 @@
+/* vmm: one node's KVM virtual machine.
+ *
+ * A node holds the whole guest-physical address space (one memfd, see
+ * memory.h) and one KVM vCPU for every vCPU id of the machine, created up
+ * front; only the vCPUs placed on this node run threads. The interrupt
+ * controllers (a LAPIC per vCPU, the IOAPIC) live in user space, so every
+ * interrupt is a struct apic_msg that can be routed to any vCPU.
+ *
+ * Invariants: a vCPU's LAPIC is only touched with that vCPU's lock held; a
+ * kick (signal) sent to a vCPU thread at any moment makes its next or
+ * current KVM_RUN return, so no interrupt set pending is ever left waiting.
+ */
+#ifndef AMALGAM_VMM_VMM_H
+#define AMALGAM_VMM_VMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum cpl0_mode { CPL0_AUTO = 0, CPL0_NATIVE, CPL0_EMULATED };
+
+#define VMM_MAX_VCPUS 255
+#define VMM_MIN_MEM (32ULL << 20)
+
+/* Debug-exit port: an 8-bit OUT of v ends the run with exit status v. */
+#define VMM_PORT_DEBUG_EXIT 0x501
+/* Bench port: writes are only counted (and timed by `bench vmexit`). */
+#define VMM_PORT_BENCH 0x502
+
+struct vm_config {
+    int nr_vcpus;
+    uint64_t mem_size;
+    const char *kernel;
+    const char *initrd;  /* NULL: none */
+    const char *cmdline; /* NULL: empty */
+    enum cpl0_mode cpl0;
+    bool verbose;
+    int console_out;     /* fd the UART writes to */
+    int console_in;      /* fd the UART reads host input from, -1: none */
+};
+
+struct vm;
+
+/* Why a run ended. */
+enum vm_exit_reason {
+    VM_EXIT_NONE = 0,
+    VM_EXIT_DEBUG_PORT, /* guest wrote the debug-exit port: status = value */
+    VM_EXIT_POWEROFF,   /* ACPI S5 */
+    VM_EXIT_RESET,      /* guest asked for a reset */
+    VM_EXIT_SIGNAL,     /* SIGINT/SIGTERM */
+    VM_EXIT_ERROR,      /* the VMM failed; vm_error() says why */
+};
+
+/* Creates the VM and loads the kernel. On failure returns a negative errno
+ * and one line for the user in err; -ENOEXEC/-ENOENT/-EACCES/-EINVAL/-ENOMEM
+ * are problems with the user's input (exit status 2). */
+int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen);
+
+/* Runs until the guest or a signal ends it; returns the process exit
+ * status: the guest's debug-exit value, 0 for poweroff/reset, 128+signal,
+ * 1 on a VMM failure (see vm_error). */
+int vm_run(struct vm *vm);
+enum vm_exit_reason vm_exit_reason(const struct vm *vm);
+const char *vm_error(const struct vm *vm);
+bool vm_cpl0_emulated(const struct vm *vm);
+void vm_destroy(struct vm *vm);
+
+/* Benchmark hook: record up to cap round-trip times (ns) between
+ * consecutive writes to VMM_PORT_BENCH, plus the time spent in the VMM's
+ * own exit handling for them. Call before vm_run. */
+struct vm_bench_samples {
+    uint64_t *round_trip_ns;
+    uint64_t *dispatch_ns;
+    size_t cap;
+    size_t n;
+};
+void vm_set_bench(struct vm *vm, struct vm_bench_samples *s);
+
+/* Parses sizes such as 256M, 1G, 4096K, 1048576: -EINVAL if malformed. */
+int vmm_parse_size(const char *s, uint64_t *out);
+
+#endif
