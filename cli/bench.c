@@ -3,12 +3,14 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "vmm/bench.h"
 
 static const struct bench {
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *help;
 } benches[] = {
+    {"vmexit", bench_vmexit_main, "guest port write -> VMM -> guest round trip"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,205 @@
+/* Unit tests for the VMM's pure pieces: `run` flags, sizes, guest memory
+ * views, and the emulated-CPL0 instruction decoder. */
+#include <check.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/run_args.h"
+#include "vmm/emulate.h"
+#include "vmm/memory.h"
+#include "vmm/vmm.h"
+
+static int parse(struct run_args *a, char *err, const char *first, ...)
+{
+    char *argv[32] = {"run"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *s = first; s; s = va_arg(ap, const char *))
+        argv[argc++] = (char *)s;
+    va_end(ap);
+    return run_parse_args(argc, argv, a, err, 256);
+}
+
+START_TEST(flags_all)
+{
+    struct run_args a;
+    char err[256];
+    ck_assert_int_eq(parse(&a, err, "--vcpus", "4", "--mem=512M", "--kernel", "k.elf",
+                           "--initrd", "i.cpio", "--append", "test=x y", "--cpl0", "emulated",
+                           "-v", NULL), 0);
+    ck_assert_int_eq(a.vm.nr_vcpus, 4);
+    ck_assert_uint_eq(a.vm.mem_size, 512ULL << 20);
+    ck_assert_str_eq(a.vm.kernel, "k.elf");
+    ck_assert_str_eq(a.vm.initrd, "i.cpio");
+    ck_assert_str_eq(a.vm.cmdline, "test=x y");
+    ck_assert_int_eq(a.vm.cpl0, CPL0_EMULATED);
+    ck_assert(a.vm.verbose);
+}
+END_TEST
+
+START_TEST(flags_defaults)
+{
+    struct run_args a;
+    char err[256];
+    ck_assert_int_eq(parse(&a, err, "--kernel", "k", NULL), 0);
+    ck_assert_int_eq(a.vm.nr_vcpus, 1);
+    ck_assert_uint_eq(a.vm.mem_size, 256ULL << 20);
+    ck_assert_int_eq(a.vm.cpl0, CPL0_AUTO);
+    ck_assert_ptr_null(a.vm.initrd);
+}
+END_TEST
+
+START_TEST(flags_errors)
+{
+    struct run_args a;
+    char err[256];
+    ck_assert_int_eq(parse(&a, err, "--kernel", "k", "--bogus", NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "unknown flag '--bogus'"));
+    ck_assert_int_eq(parse(&a, err, "--kernel", NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "needs a value"));
+    ck_assert_int_eq(parse(&a, err, "--vcpus", "0", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&a, err, "--vcpus", "256", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&a, err, "--vcpus", "3x", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&a, err, "--mem", "lots", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "--mem 'lots'"));
+    ck_assert_int_eq(parse(&a, err, "--cpl0", "maybe", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&a, err, "--vcpus", "2", NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "--kernel FILE is required"));
+    ck_assert_int_eq(parse(&a, err, "--verbose=1", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&a, err, "--help", NULL), 0);
+    ck_assert(a.help);
+}
+END_TEST
+
+START_TEST(sizes)
+{
+    uint64_t v;
+    ck_assert_int_eq(vmm_parse_size("256M", &v), 0);
+    ck_assert_uint_eq(v, 256ULL << 20);
+    ck_assert_int_eq(vmm_parse_size("2G", &v), 0);
+    ck_assert_uint_eq(v, 2ULL << 30);
+    ck_assert_int_eq(vmm_parse_size("2GiB", &v), 0);
+    ck_assert_uint_eq(v, 2ULL << 30);
+    ck_assert_int_eq(vmm_parse_size("4096k", &v), 0);
+    ck_assert_uint_eq(v, 4ULL << 20);
+    ck_assert_int_eq(vmm_parse_size("1048576", &v), 0);
+    ck_assert_uint_eq(v, 1ULL << 20);
+    ck_assert_int_eq(vmm_parse_size("", &v), -EINVAL);
+    ck_assert_int_eq(vmm_parse_size("-1M", &v), -EINVAL);
+    ck_assert_int_eq(vmm_parse_size("12Q", &v), -EINVAL);
+    ck_assert_int_eq(vmm_parse_size("99999999999999T", &v), -EINVAL);
+    ck_assert_int_eq(vmm_parse_size("1MB", &v), 0);
+}
+END_TEST
+
+START_TEST(memory_views_alias)
+{
+    struct guest_mem m;
+    ck_assert_int_eq(gmem_create(&m, 64ULL << 20), 0);
+    ck_assert_uint_eq(m.low_size, 64ULL << 20);
+    ck_assert_uint_eq(m.high_size, 0);
+    uint32_t x = 0xdeadbeef, y = 0;
+    ck_assert_int_eq(gmem_write(&m, 0x123000, &x, 4), 0);
+    memcpy(&y, m.guest_view + 0x123000, 4);
+    ck_assert_uint_eq(y, 0xdeadbeef); /* both views show the same page */
+    ck_assert_ptr_null(gmem_agent_ptr(&m, (64ULL << 20) - 2, 4));
+    ck_assert_int_eq(gmem_read(&m, 64ULL << 20, &y, 4), -EFAULT);
+    ck_assert_int_eq(gmem_offset(&m, GMEM_HIGH_BASE), -1);
+    gmem_destroy(&m);
+    ck_assert_int_eq(gmem_create(&m, 3ULL << 20), -EINVAL);
+}
+END_TEST
+
+START_TEST(memory_high_region)
+{
+    struct guest_mem m;
+    ck_assert_int_eq(gmem_create(&m, 4ULL << 30), 0); /* sparse: nothing touched */
+    ck_assert_uint_eq(m.low_size, GMEM_LOW_LIMIT);
+    ck_assert_uint_eq(m.high_size, (4ULL << 30) - GMEM_LOW_LIMIT);
+    ck_assert_int_eq(gmem_offset(&m, GMEM_HIGH_BASE + 5), (int64_t)GMEM_LOW_LIMIT + 5);
+    ck_assert_int_eq(gmem_offset(&m, GMEM_LOW_LIMIT), -1); /* the hole */
+    ck_assert_ptr_null(gmem_agent_ptr(&m, GMEM_LOW_LIMIT - 4, 8)); /* straddles */
+    uint64_t v = 42, w = 0;
+    ck_assert_int_eq(gmem_write(&m, GMEM_HIGH_BASE + 4096, &v, 8), 0);
+    memcpy(&w, m.agent_view + GMEM_LOW_LIMIT + 4096, 8);
+    ck_assert_uint_eq(w, 42);
+    gmem_destroy(&m);
+}
+END_TEST
+
+static int decode(const char *hex, enum fixup_op *op, struct fixup_mem *m)
+{
+    uint8_t b[15];
+    size_t n = 0;
+    for (const char *p = hex; *p && n < 15; p += 2)
+        b[n++] = (uint8_t)strtoul((char[]){p[0], p[1], 0}, NULL, 16);
+    return emulate_decode(b, n, op, m);
+}
+
+START_TEST(decoder)
+{
+    enum fixup_op op;
+    struct fixup_mem m;
+    ck_assert_int_eq(decode("cc", &op, &m), 1);
+    ck_assert_int_eq(op, FIX_INT3);
+    ck_assert_int_eq(decode("9b", &op, &m), 1);
+    ck_assert_int_eq(op, FIX_FWAIT);
+    ck_assert_int_eq(decode("0f01ca", &op, &m), 3);
+    ck_assert_int_eq(op, FIX_CLAC);
+    ck_assert_int_eq(decode("0f01cb", &op, &m), 3);
+    ck_assert_int_eq(op, FIX_STAC);
+    /* ldmxcsr (%rax) */
+    ck_assert_int_eq(decode("0fae10", &op, &m), 3);
+    ck_assert_int_eq(op, FIX_LDMXCSR);
+    ck_assert_int_eq(m.base, 0);
+    ck_assert_int_eq(m.index, -1);
+    /* ldmxcsr 0x10(%rsp): SIB, disp8 */
+    ck_assert_int_eq(decode("0fae542410", &op, &m), 5);
+    ck_assert_int_eq(m.base, 4);
+    ck_assert_int_eq(m.disp, 0x10);
+    /* stmxcsr -0x4(%r13) with REX.B */
+    ck_assert_int_eq(decode("410fae5dfc", &op, &m), 5);
+    ck_assert_int_eq(op, FIX_STMXCSR);
+    ck_assert_int_eq(m.base, 13);
+    ck_assert_int_eq(m.disp, -4);
+    /* ldmxcsr 0x1000(%rip) */
+    ck_assert_int_eq(decode("0fae1500100000", &op, &m), 7);
+    ck_assert_int_eq(m.base, 16);
+    ck_assert_int_eq(m.disp, 0x1000);
+    /* gs: ldmxcsr (%rbx,%rcx,8) */
+    ck_assert_int_eq(decode("650fae14cb", &op, &m), 5);
+    ck_assert_int_eq(m.seg, 5);
+    ck_assert_int_eq(m.base, 3);
+    ck_assert_int_eq(m.index, 1);
+    ck_assert_int_eq(m.scale, 8);
+    /* not ours, or truncated */
+    ck_assert_int_eq(decode("0fae38", &op, &m), -1);  /* clflush */
+    ck_assert_int_eq(decode("0faed0", &op, &m), -1);  /* register form */
+    ck_assert_int_eq(decode("0fae14", &op, &m), -1);  /* SIB missing */
+    ck_assert_int_eq(decode("0fae15", &op, &m), -1);  /* disp32 missing */
+    ck_assert_int_eq(decode("90", &op, &m), -1);
+    ck_assert_int_eq(decode("0f", &op, &m), -1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("vmm_core");
+    TCase *t = tcase_create("core");
+    tcase_add_test(t, flags_all);
+    tcase_add_test(t, flags_defaults);
+    tcase_add_test(t, flags_errors);
+    tcase_add_test(t, sizes);
+    tcase_add_test(t, memory_views_alias);
+    tcase_add_test(t, memory_high_region);
+    tcase_add_test(t, decoder);
+    suite_add_tcase(s, t);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
