@@ -1,0 +1,116 @@
+/* The freestanding SMP test guest (see tests/guest/README in docs/testing).
+ *
+ * CPL0 sets up (GDT/TSS/IDT per CPU, page tables giving user access to all
+ * RAM, LAPIC, APs through INIT/SIPI); the tests run in CPL3, where this
+ * host's KVM runs code natively. CPL3 enters CPL0 only through `ud2`
+ * (#UD) with a service number in RAX, or through interrupts. */
+#ifndef TESTGUEST_H
+#define TESTGUEST_H
+
+#define MAX_CPUS 64
+#define KSTACK_SIZE 16384
+#define ISTACK_SIZE 16384
+#define USTACK_SIZE 65536
+#define TRAMPOLINE 0x8000
+
+/* GDT selectors */
+#define SEL_KCODE 0x08
+#define SEL_KDATA 0x10
+#define SEL_UDATA 0x18
+#define SEL_UCODE 0x20
+#define SEL_TSS0 0x28
+
+/* ud2 services (RAX) */
+#define SVC_DONE 1
+#define SVC_WRMSR 2
+#define SVC_RDMSR 3
+#define SVC_PUTS 4      /* RDI: NUL-terminated string */
+#define SVC_BENCH_OUT 5 /* RDI: count of OUTs to the bench port, from CPL0 */
+
+/* Vectors */
+#define VEC_TIMER 0x30
+#define VEC_IPI_BASE 0x40 /* + sender cpu */
+#define VEC_SPURIOUS 0xff
+
+#ifndef __ASSEMBLY__
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct trap_frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+    uint64_t rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    uint64_t vector, error;
+    uint64_t rip, cs, rflags, rsp, ss;
+};
+
+struct percpu {
+    uint32_t apic_id;
+    volatile uint32_t online;
+    volatile uint64_t ticks;
+    volatile uint64_t ipi_from[MAX_CPUS];
+    uint64_t saved_ksp; /* kernel rsp while the CPU is in user mode */
+} __attribute__((aligned(64)));
+
+extern struct percpu cpus[MAX_CPUS];
+extern int ncpus;
+extern uint8_t kstacks[MAX_CPUS][KSTACK_SIZE];
+extern uint8_t istacks[MAX_CPUS][ISTACK_SIZE];
+
+/* entry.S */
+void enter_user(uint64_t *saved_ksp, void (*fn)(int), int cpu, uint64_t ustack_top);
+void leave_user(uint64_t saved_ksp) __attribute__((noreturn));
+extern char trampoline_start[], trampoline_end[], trampoline_pml4[];
+extern uint64_t isr_table[256];
+
+/* kernel.c */
+void putc_con(char c);
+void printk(const char *fmt, ...);
+void guest_exit(int status) __attribute__((noreturn));
+void fail(const char *fmt, ...) __attribute__((noreturn));
+uint32_t lapic_read(uint32_t reg);
+void lapic_write(uint32_t reg, uint32_t val);
+const char *cmdline_get(const char *key, char *buf, size_t len);
+extern const char *test_name;
+extern uint64_t ram_top;        /* end of the highest RAM range */
+extern uint64_t guest_image_end;
+
+/* user-mode helpers (user.c) */
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+static inline uint64_t svc(uint64_t nr, uint64_t a, uint64_t b)
+{
+    uint64_t ret;
+    __asm__ volatile("ud2" : "=a"(ret) : "a"(nr), "D"(a), "S"(b) : "memory");
+    return ret;
+}
+void ubarrier(void);
+void ufail(int cpu, const char *fmt, ...);
+void uprint(const char *fmt, ...);
+bool timed_out(uint64_t start, uint64_t gcycles);
+extern volatile int test_failed;
+extern char fail_reason[160];
+
+/* tests.c */
+typedef void (*test_fn)(int cpu);
+struct test {
+    const char *name;
+    test_fn run;
+    void (*setup)(void); /* CPL0, on the BSP before user mode; may be NULL */
+};
+extern const struct test tests[];
+
+/* shared by kernel.c and tests.c */
+void vformat(void (*out)(char), const char *fmt, __builtin_va_list ap);
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+#endif
+#endif
