@@ -106,7 +106,8 @@ static void reset_registers(struct lapic *a)
     memset(a->tmr, 0, sizeof a->tmr);
     a->timer_start_ns = a->timer_deadline_ns = 0;
     a->tsc_deadline = 0;
-    a->nmi_pending = a->init_pending = a->sipi_pending = false;
+    /* A SIPI that came after the INIT being processed must survive it. */
+    a->nmi_pending = a->init_pending = false;
     if (x2apic(a))
         a->ldr = ((a->id >> 4) << 16) | (1u << (a->id & 0xf));
 }

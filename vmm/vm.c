@@ -208,6 +208,23 @@ static int detect_cpl0(struct vm *vm)
     return 0;
 }
 
+/* The ACPI tables go in the reserved area below 1 MiB, where the guest
+ * also finds the RSDP by the legacy scan. */
+static int build_firmware_tables(struct vm *vm, char *err, size_t errlen)
+{
+    int r = numa_desc_build(&vm->machine, 1, vm->nr_vcpus, vm->cfg.mem_size, NULL, NULL, err,
+                            errlen);
+    if (r < 0)
+        return r;
+    uint8_t *area = gmem_agent_ptr(&vm->mem, BOOT_ACPI_GPA, BOOT_ACPI_SIZE);
+    r = area ? acpi_build(&vm->machine, area, BOOT_ACPI_SIZE, BOOT_ACPI_GPA, &vm->rsdp_gpa)
+             : -ENOSPC;
+    if (r < 0)
+        snprintf(err, errlen, "the ACPI tables for %d vCPUs do not fit in %llu KiB",
+                 vm->nr_vcpus, (unsigned long long)(BOOT_ACPI_SIZE >> 10));
+    return r;
+}
+
 static int load_guest(struct vm *vm, char *err, size_t errlen)
 {
     struct boot_spec spec = {
@@ -282,7 +299,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     }
     if (r < 0)
         goto fail;
-    r = load_guest(vm, err, errlen);
+    r = build_firmware_tables(vm, err, errlen);
+    r = r ?: load_guest(vm, err, errlen);
     if (r < 0)
         goto fail;
     ioapic_init(&vm->ioapic, (uint32_t)vm->nr_vcpus);

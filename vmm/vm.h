@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "numa/numa.h"
 #include "vmm/apic_bus.h"
 #include "vmm/ioapic.h"
 #include "vmm/lapic.h"
@@ -63,6 +64,7 @@ struct vm {
     bool cpl0_emulated;
     uint64_t tsc_khz;
     uint64_t rsdp_gpa;
+    struct machine_desc machine;
 
     int nr_vcpus;
     struct vcpu *vcpus;

@@ -123,9 +123,11 @@ void ufail(int cpu, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     reason_pos = fail_reason;
-    vformat(reason_out, "cpu ", ap);
-    put_num(reason_out, (uint64_t)cpu, 10, false);
-    vformat(reason_out, ": ", ap);
+    if (cpu >= 0) {
+        vformat(reason_out, "cpu ", ap);
+        put_num(reason_out, (uint64_t)cpu, 10, false);
+        vformat(reason_out, ": ", ap);
+    }
     vformat(reason_out, fmt, ap);
     *reason_pos = 0;
     va_end(ap);
