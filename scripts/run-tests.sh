@@ -14,7 +14,7 @@ TIMEOUT=${AMALGAM_TEST_TIMEOUT:-900}
 
 run_one() { # name, command...
     local name=$1; shift
-    local log="$LOGS/$name.log" t0=$SECONDS rc
+    local log="$LOGS/${name//\//-}.log" t0=$SECONDS rc
     timeout --foreground -k 10 "$TIMEOUT" "$@" >"$log" 2>&1
     rc=$?
     local dt=$((SECONDS - t0))
@@ -30,7 +30,10 @@ run_one() { # name, command...
 }
 
 run_units() {
-    for b in "$@"; do run_one "unit/$(basename "$b")" "$b"; done
+    for b in "$@"; do
+        case "$b" in *.d) continue ;; esac
+        [ -x "$b" ] && run_one "unit/$(basename "$b")" "$b"
+    done
 }
 run_scripts() {
     for s in "$1"/*.sh; do

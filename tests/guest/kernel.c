@@ -258,7 +258,8 @@ static int parse_madt(uint64_t rsdp_hint)
                 continue;
             }
             if ((flags & 1) && n < MAX_CPUS)
-                cpus[n++].apic_id = id;
+                n++;
+            (void)id;
         }
         return n;
     }
@@ -361,6 +362,8 @@ void kmain_ap(int slot)
 {
     load_tables(slot);
     lapic_enable();
+    /* Slots follow arrival order, not APIC ids: each CPU says who it is. */
+    cpus[slot].apic_id = lapic_read(0x20) >> 24;
     cpus[slot].online = 1;
     __atomic_add_fetch(&ap_online, 1, __ATOMIC_SEQ_CST);
     while (!go)
@@ -409,6 +412,7 @@ void kmain_bsp(const uint8_t *bp)
     lapic_enable();
     int n = parse_madt(*(const uint64_t *)(bp + 0x70));
     ncpus = n > 0 ? n : 1;
+    cpus[0].apic_id = lapic_read(0x20) >> 24;
     cpus[0].online = 1;
     start_aps();
     if (current->setup)

@@ -1,0 +1,11 @@
+# The SMP test guest on one node: every test at 1, 2 and 4 vCPUs.
+source "$(dirname "$0")/common.bash"
+need_kvm
+for n in 1 2 4; do
+    for t in smp-counter spinlock ipi timer mem; do
+        run_guest "$t" 0 --vcpus $n --mem 256M --append "test=$t"
+    done
+done
+run_guest nonexistent 1 --vcpus 2 --append test=nonexistent
+run_guest bench-vmexit 0 --vcpus 1 --mem 64M --append "test=bench-vmexit iters=1000"
+finish
