@@ -177,21 +177,22 @@ int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id, int nr_vcpus)
 
 int kvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *val)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry e;
-    } m = {.hdr.nmsrs = 1, .e.index = index};
-    if (ioctl(vcpu_fd, KVM_GET_MSRS, &m) != 1)
+    uint64_t buf[(sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)) / 8 + 1] = {0};
+    struct kvm_msrs *m = (struct kvm_msrs *)buf;
+    m->nmsrs = 1;
+    m->entries[0].index = index;
+    if (ioctl(vcpu_fd, KVM_GET_MSRS, m) != 1)
         return -EIO;
-    *val = m.e.data;
+    *val = m->entries[0].data;
     return 0;
 }
 
 int kvm_set_msr(int vcpu_fd, uint32_t index, uint64_t val)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry e;
-    } m = {.hdr.nmsrs = 1, .e.index = index, .e.data = val};
-    return ioctl(vcpu_fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
+    uint64_t buf[(sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)) / 8 + 1] = {0};
+    struct kvm_msrs *m = (struct kvm_msrs *)buf;
+    m->nmsrs = 1;
+    m->entries[0].index = index;
+    m->entries[0].data = val;
+    return ioctl(vcpu_fd, KVM_SET_MSRS, m) == 1 ? 0 : -EIO;
 }

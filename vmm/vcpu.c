@@ -50,12 +50,12 @@ static int setup_thread_signals(struct vcpu *v)
     sigset_t cur;
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
     sigdelset(&cur, SIGKICK);
-    struct {
-        struct kvm_signal_mask m;
-        uint8_t set[8];
-    } km = {.m.len = 8};
-    memcpy(km.set, &cur, 8);
-    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &km) < 0)
+    /* The kernel's sigset is 8 bytes, not glibc's 128. */
+    uint32_t buf[(sizeof(struct kvm_signal_mask) + 8) / 4] = {0};
+    struct kvm_signal_mask *km = (struct kvm_signal_mask *)buf;
+    km->len = 8;
+    memcpy(km->sigset, &cur, 8);
+    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, km) < 0)
         return -errno;
 
     struct sigevent sev = {0};

@@ -186,3 +186,4 @@ trampoline_pml4:
     .long   0
     .global trampoline_end
 trampoline_end:
+    .section .note.GNU-stack, "", @progbits

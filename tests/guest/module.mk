@@ -16,6 +16,6 @@ $(BUILD)/guest/%.S.o: tests/guest/%.S tests/guest/guest.h
 	$(CC) $(GUEST_CFLAGS) -D__ASSEMBLY__ -c -o $@ $<
 
 $(BUILD)/guest/testguest.elf: $(GUEST_OBJS) tests/guest/link.ld
-	ld -nostdlib -static -no-pie -z max-page-size=4096 -T tests/guest/link.ld -o $@ $(GUEST_OBJS)
+	ld -nostdlib -static -no-pie -z max-page-size=4096 -z noexecstack --no-warn-rwx-segments -T tests/guest/link.ld -o $@ $(GUEST_OBJS)
 
 all: $(BUILD)/guest/testguest.elf
