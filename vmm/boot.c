@@ -114,7 +114,12 @@ int boot_load_elf(const uint8_t *buf, size_t len, struct guest_mem *mem,
             lo = ph.p_paddr;
         if (ph.p_paddr + ph.p_memsz > hi)
             hi = ph.p_paddr + ph.p_memsz;
-        if (eh.e_entry >= ph.p_vaddr && eh.e_entry - ph.p_vaddr < ph.p_memsz) {
+        /* vmlinux gives its entry as a physical address (phys_startup_64);
+         * other images give a virtual one. */
+        if (eh.e_entry >= ph.p_paddr && eh.e_entry - ph.p_paddr < ph.p_memsz) {
+            entry = eh.e_entry;
+            have_entry = true;
+        } else if (!have_entry && eh.e_entry >= ph.p_vaddr && eh.e_entry - ph.p_vaddr < ph.p_memsz) {
             entry = ph.p_paddr + (eh.e_entry - ph.p_vaddr);
             have_entry = true;
         }
@@ -503,4 +508,21 @@ int boot_load(const struct boot_spec *spec, struct guest_mem *mem, struct boot_i
     if (r < 0)
         return fail(err, errlen, r, "guest memory too small for boot data");
     return 0;
+}
+
+bool boot_is_linux(const char *path)
+{
+    uint8_t head[0x270];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, head, sizeof head);
+    close(fd);
+    if (n < (ssize_t)sizeof(Elf64_Ehdr))
+        return false;
+    if (boot_is_bzimage(head, (size_t)n))
+        return true;
+    Elf64_Ehdr eh;
+    memcpy(&eh, head, sizeof eh);
+    return !memcmp(eh.e_ident, ELFMAG, SELFMAG) && eh.e_entry >= 0xffffffff80000000ULL;
 }

@@ -12,6 +12,7 @@
 #ifndef AMALGAM_VMM_BOOT_H
 #define AMALGAM_VMM_BOOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,10 @@ struct boot_info {
  * line for a user into err (no trailing newline). */
 int boot_load(const struct boot_spec *spec, struct guest_mem *mem,
               struct boot_info *out, char *err, size_t errlen);
+
+/* True for a Linux kernel: a bzImage, or an ELF entered in the kernel's
+ * high half (vmlinux). False for anything else or an unreadable file. */
+bool boot_is_linux(const char *path);
 
 /* One e820 entry, as the guest sees it. */
 struct e820_entry {

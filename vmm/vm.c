@@ -225,12 +225,29 @@ static int build_firmware_tables(struct vm *vm, char *err, size_t errlen)
     return r;
 }
 
+/* Where guest CPL0 is emulated, KVM's emulator refuses instructions a stock
+ * Linux uses unless told not to (HOSTFACTS.md): no XSAVE, and no cx16,
+ * movbe, popcnt, rdrand, bmi1, bmi2, rdseed, smap (clearcpuid bits). */
+#define LINUX_EMULATED_CPL0_ARGS "noxsave clearcpuid=141,150,151,154,158,291,296,306,308"
+
+static const char *guest_cmdline(struct vm *vm, char *buf, size_t len)
+{
+    const char *user = vm->cfg.cmdline ? vm->cfg.cmdline : "";
+    if (!vm->cpl0_emulated || !boot_is_linux(vm->cfg.kernel))
+        return user;
+    snprintf(buf, len, "%s%s%s", user, *user ? " " : "", LINUX_EMULATED_CPL0_ARGS);
+    fprintf(stderr, "amalgam: guest kernel mode is emulated on this host: appending '%s' "
+            "to the kernel command line\n", LINUX_EMULATED_CPL0_ARGS);
+    return buf;
+}
+
 static int load_guest(struct vm *vm, char *err, size_t errlen)
 {
+    char cmdline[BOOT_CMDLINE_MAX + 1];
     struct boot_spec spec = {
         .kernel_path = vm->cfg.kernel,
         .initrd_path = vm->cfg.initrd,
-        .cmdline = vm->cfg.cmdline,
+        .cmdline = guest_cmdline(vm, cmdline, sizeof cmdline),
         .acpi_rsdp_gpa = vm->rsdp_gpa,
     };
     struct boot_info info;
