@@ -111,7 +111,7 @@ static uint8_t *build_fadt(struct builder *b, const uint8_t *dsdt, const uint8_t
     if (!t || !dsdt || !facs)
         return NULL;
     header(t, "FACP", 276, 6);
-    put32(t + 36, (uint32_t)gpa_of(b, facs));
+    /* FACS only through X_FIRMWARE_CTRL: setting both lists it twice. */
     put32(t + 40, (uint32_t)gpa_of(b, dsdt));
     put16(t + 46, SCI_IRQ);
     put32(t + 56, PM1A_EVT);
