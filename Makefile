@@ -24,6 +24,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all deps demo test unit integration test-long fuzz clean
+.SECONDARY: $(PROTO_C) $(PROTO_H)
 all: $(BUILD)/amalgam $(UNIT_BINS)
 
 # Installs the Debian packages amalgam needs (apt-get; root or sudo).

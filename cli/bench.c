@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "interconnect/tools.h"
 #include "vmm/bench.h"
 
 static const struct bench {
@@ -11,6 +12,7 @@ static const struct bench {
     const char *help;
 } benches[] = {
     {"vmexit", bench_vmexit_main, "guest port write -> VMM -> guest round trip"},
+    {"fabric", bench_fabric_main, "ping-pong latency and bandwidth between two ranks"},
     {NULL, NULL, NULL},
 };
 

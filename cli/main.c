@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "interconnect/tools.h"
 
 static const struct command {
     const char *name;
@@ -11,7 +12,8 @@ static const struct command {
     const char *help;
 } commands[] = {
     {"run", cmd_run, "start a guest (all nodes on this host)"},
-    {"bench", cmd_bench, "benchmarks: vmexit, fabric, dsm (one JSON line each)"},
+    {"bench", cmd_bench, "benchmarks: vmexit, fabric (one JSON line each)"},
+    {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,273 @@
+/* `amalgam bench fabric` (ping-pong latency and streaming bandwidth between
+ * ranks 0 and 1) and `amalgam fabric-check` (every rank exchanges a checked
+ * 4 KiB message with every other, optionally staying up to watch its peers'
+ * heartbeats). Both run as ranks of a cluster; started without a rank and
+ * outside a launcher, they start their local ranks themselves. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "interconnect/interconnect.h"
+#include "interconnect/tools.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- starting local ranks ---------------------------------------------------- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return 17420;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int make_secret(char *path, size_t len)
+{
+    snprintf(path, len, "/tmp/amalgam-secret-XXXXXX");
+    int fd = mkstemp(path);
+    uint8_t b[32];
+    int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || rnd < 0 || read(rnd, b, sizeof b) != sizeof b) {
+        if (rnd >= 0)
+            close(rnd);
+        return -EIO;
+    }
+    close(rnd);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", b[i]);
+    int r = write(fd, hex, 64) == 64 ? 0 : -EIO;
+    close(fd);
+    return r;
+}
+
+int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
+                   const struct ic_config *parent)
+{
+    static const char *const prov[] = {"auto", "tcp", "shm", "verbs"};
+    char secret[64], port[16], rank[8], size[8];
+    if (make_secret(secret, sizeof secret) < 0) {
+        fprintf(stderr, "amalgam: cannot create a temporary secret\n");
+        return 1;
+    }
+    snprintf(port, sizeof port, "127.0.0.1:%d", free_port());
+    snprintf(size, sizeof size, "%d", nranks);
+    pid_t pids[IC_MAX_RANKS];
+    for (int i = 0; i < nranks; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            char *av[64];
+            int n = 0;
+            av[n++] = "/proc/self/exe";
+            if (cmd)
+                av[n++] = (char *)cmd;
+            for (int k = 0; k < argc && n < 50; k++)
+                av[n++] = argv[k];
+            snprintf(rank, sizeof rank, "%d", i);
+            char *extra[] = {"--rank", rank, "--ranks", size, "--bootstrap", port,
+                             "--secret-file", secret, "--fabric",
+                             (char *)prov[parent->provider], NULL};
+            for (int k = 0; extra[k]; k++)
+                av[n++] = extra[k];
+            av[n] = NULL;
+            execv("/proc/self/exe", av);
+            _exit(127);
+        }
+    }
+    int status = 0;
+    for (int i = 0; i < nranks; i++) {
+        int st;
+        if (pids[i] > 0 && waitpid(pids[i], &st, 0) > 0 && (!WIFEXITED(st) || WEXITSTATUS(st)))
+            status = 1;
+    }
+    unlink(secret);
+    return status;
+}
+
+/* ---- bench fabric -------------------------------------------------------------- */
+
+struct bench {
+    struct ic *ic;
+    uint32_t size;
+    uint8_t payload[IC_MAX_PAYLOAD];
+    volatile uint64_t pongs, pings, streamed;
+    uint64_t stream_n;
+};
+
+static void bench_handler(void *ctx, const struct ic_hdr *h, const void *p)
+{
+    struct bench *b = ctx;
+    (void)p;
+    if (h->type == IC_T_PONG) {
+        b->pongs++;
+    } else if (h->type == IC_T_PING && h->arg1 == 0) {
+        b->pings++;
+        ic_send(b->ic, h->src_rank, IC_T_PONG, h->arg0, 0, b->payload, b->size);
+    } else if (h->type == IC_T_PING) {
+        if (++b->streamed == h->arg1)
+            ic_send(b->ic, h->src_rank, IC_T_PONG, 0, 0, NULL, 0);
+    }
+}
+
+/* Spins on the fabric until *counter reaches target; checks liveness. */
+static int spin_until(struct bench *b, volatile uint64_t *counter, uint64_t target)
+{
+    uint64_t last_tick = 0;
+    while (*counter < target) {
+        int r = ic_poll(b->ic, bench_handler, b, 64);
+        if (r < 0)
+            return r;
+        uint64_t t = now_ns();
+        if (t - last_tick > 50000000ULL) {
+            last_tick = t;
+            if (ic_tick(b->ic, t) < 0)
+                return -EPIPE;
+        }
+    }
+    return 0;
+}
+
+static int bench_rank0(struct bench *b, long iters, uint64_t *lat)
+{
+    const long warm = iters / 10 + 10;
+    for (long i = 0; i < warm + iters; i++) {
+        uint64_t t0 = now_ns(), want = b->pongs + 1;
+        int r = ic_send(b->ic, 1, IC_T_PING, (uint64_t)i, 0, b->payload, b->size);
+        if (r < 0 || (r = spin_until(b, &b->pongs, want)) < 0)
+            return r;
+        if (i >= warm)
+            lat[i - warm] = (now_ns() - t0) / 2;
+    }
+    uint64_t want = b->pongs + 1, t0 = now_ns();
+    for (uint64_t i = 0; i < b->stream_n; i++) {
+        int r = ic_send(b->ic, 1, IC_T_PING, i, b->stream_n, b->payload, b->size);
+        if (r < 0)
+            return r;
+        ic_poll(b->ic, bench_handler, b, 64);
+    }
+    int r = spin_until(b, &b->pongs, want);
+    if (r < 0)
+        return r;
+    double secs = (double)(now_ns() - t0) / 1e9;
+    qsort(lat, (size_t)iters, sizeof *lat, cmp_u64);
+    printf("{\"bench\":\"fabric\",\"provider\":\"%s\",\"size\":%u,\"iters\":%ld,"
+           "\"one_way_us\":{\"p50\":%.2f,\"p99\":%.2f},\"bandwidth_MBps\":%.1f}\n",
+           ic_provider_name(b->ic), b->size, iters, (double)lat[iters / 2] / 1e3,
+           (double)lat[(size_t)((double)iters * 0.99)] / 1e3,
+           (double)b->stream_n * b->size / secs / 1e6);
+    fflush(stdout);
+    return 0;
+}
+
+static const char bench_usage[] =
+    "usage: amalgam bench fabric [--fabric tcp|shm|verbs|auto] [--size BYTES] [--iters N]\n"
+    "                            [--rank R --ranks N | under mpirun/srun]\n"
+    "Ping-pong between ranks 0 and 1: one JSON line with the p50/p99 one-way latency\n"
+    "and the streaming bandwidth. Without a rank and outside a launcher it starts\n"
+    "two local ranks itself. Node flags: --rank --ranks --bootstrap HOST:PORT\n"
+    "--secret-file FILE (as for every multi-node command).\n";
+
+/* Here --size is the message size (the cluster size is --ranks), so it is
+ * renamed before the node flags are parsed. */
+static void rename_size_flag(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--size"))
+            argv[i] = "--msg-size";
+}
+
+int bench_fabric_main(int argc, char **argv)
+{
+    struct ic_config c;
+    char err[512];
+    long iters = 1000, size = 4096;
+    if (argc >= 2 && !strcmp(argv[1], "--help")) {
+        fputs(bench_usage, stdout);
+        return 0;
+    }
+    rename_size_flag(argc, argv);
+    if (ic_parse_node_flags(&argc, argv, &c, err, sizeof err) < 0) {
+        fprintf(stderr, "amalgam bench fabric: %s\n", err);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        char *end = (char *)"";
+        if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+            iters = strtol(argv[++i], &end, 10);
+        else if (!strcmp(argv[i], "--msg-size") && i + 1 < argc)
+            size = strtol(argv[++i], &end, 10);
+        else {
+            fprintf(stderr, "amalgam bench fabric: unknown flag '%s'\n%s", argv[i], bench_usage);
+            return 2;
+        }
+        if (*end || iters < 10 || iters > 10000000 || size < 0 || size > IC_MAX_PAYLOAD) {
+            fprintf(stderr, "amalgam bench fabric: --iters 10..10000000, --size 0..%d\n",
+                    IC_MAX_PAYLOAD);
+            return 2;
+        }
+    }
+    if (c.rank < 0) {
+        /* Re-run ourselves as ranks 0 and 1 of a local cluster. */
+        return ic_spawn_local("bench", argc, argv, 2, &c) ? 1 : 0;
+    }
+    return ic_bench_ranked(&c, iters, (uint32_t)size);
+}
+
+int ic_bench_ranked(const struct ic_config *c, long iters, uint32_t size)
+{
+    char err[512];
+    if (c->size < 2) {
+        fprintf(stderr, "amalgam bench fabric: needs at least 2 ranks\n");
+        return 2;
+    }
+    static struct bench b;
+    b.size = size;
+    b.stream_n = (uint64_t)iters;
+    for (uint32_t i = 0; i < size; i++)
+        b.payload[i] = (uint8_t)i;
+    int r = ic_open(c, &b.ic, err, sizeof err);
+    if (r < 0) {
+        fprintf(stderr, "amalgam bench fabric: rank %d: %s\n", c->rank, err);
+        return 1;
+    }
+    uint64_t *lat = calloc((size_t)iters, sizeof *lat);
+    if (c->rank == 0)
+        r = lat ? bench_rank0(&b, iters, lat) : -ENOMEM;
+    else if (c->rank == 1)
+        r = spin_until(&b, &b.streamed, b.stream_n);
+    if (r == -EPIPE)
+        fprintf(stderr, "amalgam bench fabric: rank %d: peer rank %d stopped answering\n",
+                c->rank, ic_dead_rank(b.ic));
+    else if (r < 0)
+        fprintf(stderr, "amalgam bench fabric: rank %d: %s\n", c->rank, strerror(-r));
+    free(lat);
+    ic_close(b.ic);
+    return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,457 @@
+/* The libfabric endpoint: open, send, poll, liveness (see interconnect.h).
+ *
+ * One RDM endpoint with separate transmit and receive completion queues, so
+ * a sender can reap its own completions without dispatching receives. All
+ * buffers are carved out of one region registered at open: NRX receive
+ * slots always posted, NTX send slots on a free stack. */
+#include <errno.h>
+#include <pthread.h>
+#include <rdma/fabric.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_eq.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "interconnect/bootstrap.h"
+#include "interconnect/interconnect.h"
+
+#define NRX 64
+#define NTX 64
+#define SLOT_SIZE (sizeof(struct ic_hdr) + IC_MAX_PAYLOAD)
+#define SEND_TIMEOUT_NS 5000000000ULL
+#define LOG_EVERY_NS 1000000000ULL
+
+struct slot {
+    struct fi_context ctx; /* first: libfabric hands it back */
+    uint8_t *buf;
+    bool tx;
+};
+
+struct ic {
+    struct ic_config cfg;
+    char prov_name[64];
+    struct fi_info *info;
+    struct fid_fabric *fabric;
+    struct fid_domain *domain;
+    struct fid_av *av;
+    struct fid_cq *txcq, *rxcq;
+    struct fid_ep *ep;
+    struct fid_mr *mr;
+    void *desc;
+    uint8_t *region;
+    struct slot rx[NRX], tx[NTX];
+    struct slot *free_tx[NTX];
+    int nfree;
+    fi_addr_t peer[IC_MAX_RANKS];
+    pthread_mutex_t lock;
+    int wait_fd;
+    uint64_t last_heard[IC_MAX_RANKS];
+    bool departed[IC_MAX_RANKS];
+    uint64_t last_hb, last_log;
+    int dead;
+    struct ic_stats stats;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static const char *prov_string(enum ic_provider p)
+{
+    return p == IC_PROV_SHM ? "shm" : p == IC_PROV_VERBS ? "verbs;ofi_rxm" : "tcp;ofi_rxm";
+}
+
+/* auto: RDMA hardware if there is any; shm when the bootstrap is on the
+ * loopback (so every rank is on this host); tcp otherwise. Every rank
+ * decides the same way from the same flags. */
+static enum ic_provider pick_provider(const struct ic_config *c)
+{
+    if (c->provider != IC_PROV_AUTO)
+        return c->provider;
+    if (access("/dev/infiniband", F_OK) == 0)
+        return IC_PROV_VERBS;
+    if (!strncmp(c->bootstrap_host, "127.", 4) || !strcmp(c->bootstrap_host, "localhost") ||
+        !strcmp(c->bootstrap_host, "::1"))
+        return IC_PROV_SHM;
+    return IC_PROV_TCP;
+}
+
+static int get_info(struct ic *ic, enum ic_provider p, char *err, size_t errlen)
+{
+    struct fi_info *hints = fi_allocinfo();
+    char ip[64] = "";
+    if (!hints)
+        return -ENOMEM;
+    hints->caps = FI_MSG | FI_SOURCE;
+    hints->mode = FI_CONTEXT;
+    hints->ep_attr->type = FI_EP_RDM;
+    hints->domain_attr->mr_mode = FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY;
+    hints->domain_attr->threading = FI_THREAD_DOMAIN;
+    hints->fabric_attr->prov_name = strdup(prov_string(p));
+    const char *node = NULL;
+    uint64_t flags = 0;
+    if (p == IC_PROV_TCP && bootstrap_local_ip(&ic->cfg, ip, sizeof ip) == 0) {
+        node = ip; /* bind where the cluster is reachable */
+        flags = FI_SOURCE;
+    }
+    int r = fi_getinfo(FI_VERSION(1, 9), node, NULL, flags, hints, &ic->info);
+    fi_freeinfo(hints);
+    if (r) {
+        snprintf(err, errlen, "fabric provider '%s' is not usable here: %s%s", prov_string(p),
+                 fi_strerror(-r), p == IC_PROV_VERBS ? " (is there an RDMA device?)" : "");
+        return -ENODEV;
+    }
+    snprintf(ic->prov_name, sizeof ic->prov_name, "%s", ic->info->fabric_attr->prov_name);
+    return 0;
+}
+
+static int open_cq(struct ic *ic, struct fid_cq **cq, bool want_fd)
+{
+    struct fi_cq_attr a = {.format = FI_CQ_FORMAT_MSG, .size = NRX + NTX,
+                           .wait_obj = want_fd ? FI_WAIT_FD : FI_WAIT_NONE};
+    int r = fi_cq_open(ic->domain, &a, cq, NULL);
+    if (r && want_fd) {
+        a.wait_obj = FI_WAIT_NONE; /* some providers have no fd: poll instead */
+        r = fi_cq_open(ic->domain, &a, cq, NULL);
+    } else if (!r && want_fd && fi_control(&(*cq)->fid, FI_GETWAIT, &ic->wait_fd)) {
+        ic->wait_fd = -1;
+    }
+    return r;
+}
+
+static int post_rx(struct ic *ic, struct slot *s)
+{
+    int r;
+    do {
+        r = (int)fi_recv(ic->ep, s->buf, SLOT_SIZE, ic->desc, FI_ADDR_UNSPEC, &s->ctx);
+        if (r == -FI_EAGAIN)
+            fi_cq_read(ic->rxcq, NULL, 0);
+    } while (r == -FI_EAGAIN);
+    return r;
+}
+
+static int setup_buffers(struct ic *ic)
+{
+    size_t len = (size_t)(NRX + NTX) * SLOT_SIZE;
+    ic->region = aligned_alloc(4096, (len + 4095) & ~(size_t)4095);
+    if (!ic->region)
+        return -ENOMEM;
+    if (ic->info->domain_attr->mr_mode & FI_MR_LOCAL) {
+        int r = fi_mr_reg(ic->domain, ic->region, len, FI_SEND | FI_RECV, 0, 0, 0, &ic->mr, NULL);
+        if (r)
+            return r;
+        ic->desc = fi_mr_desc(ic->mr);
+    }
+    for (int i = 0; i < NRX; i++)
+        ic->rx[i] = (struct slot){.buf = ic->region + (size_t)i * SLOT_SIZE};
+    for (int i = 0; i < NTX; i++) {
+        ic->tx[i] = (struct slot){.buf = ic->region + (size_t)(NRX + i) * SLOT_SIZE, .tx = true};
+        ic->free_tx[i] = &ic->tx[i];
+    }
+    ic->nfree = NTX;
+    return 0;
+}
+
+static int open_endpoint(struct ic *ic)
+{
+    struct fi_av_attr ava = {.type = FI_AV_TABLE, .count = IC_MAX_RANKS};
+    int r = fi_fabric(ic->info->fabric_attr, &ic->fabric, NULL);
+    r = r ?: fi_domain(ic->fabric, ic->info, &ic->domain, NULL);
+    r = r ?: fi_av_open(ic->domain, &ava, &ic->av, NULL);
+    r = r ?: open_cq(ic, &ic->txcq, false);
+    r = r ?: open_cq(ic, &ic->rxcq, true);
+    r = r ?: fi_endpoint(ic->domain, ic->info, &ic->ep, NULL);
+    r = r ?: fi_ep_bind(ic->ep, &ic->av->fid, 0);
+    r = r ?: fi_ep_bind(ic->ep, &ic->txcq->fid, FI_TRANSMIT);
+    r = r ?: fi_ep_bind(ic->ep, &ic->rxcq->fid, FI_RECV);
+    r = r ?: fi_enable(ic->ep);
+    r = r ?: setup_buffers(ic);
+    for (int i = 0; i < NRX && !r; i++)
+        r = post_rx(ic, &ic->rx[i]);
+    return r;
+}
+
+static int insert_peers(struct ic *ic, const struct ic_addr *table)
+{
+    for (int i = 0; i < ic->cfg.size; i++) {
+        if (fi_av_insert(ic->av, table[i].bytes, 1, &ic->peer[i], 0, NULL) != 1)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+int ic_open(const struct ic_config *c, struct ic **out, char *err, size_t errlen)
+{
+    int r = ic_config_check(c, err, errlen);
+    if (r < 0)
+        return r;
+    struct ic *ic = calloc(1, sizeof *ic);
+    if (!ic)
+        return -ENOMEM;
+    ic->cfg = *c;
+    ic->wait_fd = -1;
+    ic->dead = -1;
+    pthread_mutex_init(&ic->lock, NULL);
+    r = get_info(ic, pick_provider(c), err, errlen);
+    if (r < 0)
+        goto fail;
+    r = open_endpoint(ic);
+    if (r) {
+        snprintf(err, errlen, "cannot open a '%s' endpoint: %s", ic->prov_name, fi_strerror(-r));
+        r = -EIO;
+        goto fail;
+    }
+    struct ic_addr mine = {.len = IC_ADDR_MAX}, table[IC_MAX_RANKS];
+    if (fi_getname(&ic->ep->fid, mine.bytes, &mine.len)) {
+        snprintf(err, errlen, "cannot read this endpoint's address");
+        r = -EIO;
+        goto fail;
+    }
+    r = bootstrap_exchange(c, ic->prov_name, &mine, table, err, errlen);
+    if (r < 0)
+        goto fail;
+    if (insert_peers(ic, table) < 0) {
+        snprintf(err, errlen, "the fabric refused a peer's address");
+        r = -EIO;
+        goto fail;
+    }
+    uint64_t t = now_ns();
+    for (int i = 0; i < c->size; i++)
+        ic->last_heard[i] = t;
+    ic->last_hb = t;
+    *out = ic;
+    return 0;
+fail:
+    ic_close(ic);
+    return r;
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+static void reap_tx(struct ic *ic)
+{
+    struct fi_cq_msg_entry e[16];
+    ssize_t n;
+    while ((n = fi_cq_read(ic->txcq, e, 16)) > 0)
+        for (ssize_t i = 0; i < n; i++)
+            ic->free_tx[ic->nfree++] = (struct slot *)e[i].op_context;
+    if (n == -FI_EAVAIL) {
+        struct fi_cq_err_entry ee = {0};
+        if (fi_cq_readerr(ic->txcq, &ee, 0) > 0 && ee.op_context)
+            ic->free_tx[ic->nfree++] = (struct slot *)ee.op_context;
+    }
+}
+
+static int send_locked(struct ic *ic, int dst, const struct ic_hdr *h, const void *payload)
+{
+    uint64_t start = 0;
+    while (ic->nfree == 0) {
+        reap_tx(ic);
+        if (!start)
+            start = now_ns();
+        else if (now_ns() - start > SEND_TIMEOUT_NS)
+            return -ETIMEDOUT;
+    }
+    struct slot *s = ic->free_tx[--ic->nfree];
+    memcpy(s->buf, h, sizeof *h);
+    if (h->payload_len)
+        memcpy(s->buf + sizeof *h, payload, h->payload_len);
+    size_t len = sizeof *h + h->payload_len;
+    for (;;) {
+        ssize_t r = fi_send(ic->ep, s->buf, len, ic->desc, ic->peer[dst], &s->ctx);
+        if (r == 0)
+            break;
+        if (r != -FI_EAGAIN || (start && now_ns() - start > SEND_TIMEOUT_NS)) {
+            ic->free_tx[ic->nfree++] = s;
+            return r == -FI_EAGAIN ? -ETIMEDOUT : -EIO;
+        }
+        if (!start)
+            start = now_ns();
+        reap_tx(ic);
+        fi_cq_read(ic->rxcq, NULL, 0); /* some providers progress only here */
+    }
+    ic->stats.sent++;
+    ic->stats.bytes_sent += len;
+    return 0;
+}
+
+int ic_send(struct ic *ic, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
+            const void *payload, uint32_t len)
+{
+    if (dst < 0 || dst >= ic->cfg.size || dst == ic->cfg.rank || len > IC_MAX_PAYLOAD ||
+        !ic->cfg.types.known[type])
+        return -EINVAL;
+    struct ic_hdr h = {
+        .magic = IC_MAGIC, .version = IC_VERSION, .type = type,
+        .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst,
+        .payload_len = len, .arg0 = arg0, .arg1 = arg1,
+    };
+    pthread_mutex_lock(&ic->lock);
+    int r = send_locked(ic, dst, &h, payload);
+    pthread_mutex_unlock(&ic->lock);
+    return r;
+}
+
+/* ---- receiving ---------------------------------------------------------------- */
+
+static const char *const drop_name[IC_DROP_COUNT] = {
+    "too short", "bad magic", "unsupported version", "unknown type", "bad payload length",
+    "wrong sender rank", "not addressed to us",
+};
+
+static void note_drop(struct ic *ic, enum ic_drop why, int from)
+{
+    ic->stats.dropped[why]++;
+    uint64_t t = now_ns();
+    if (t - ic->last_log < LOG_EVERY_NS)
+        return;
+    ic->last_log = t;
+    fprintf(stderr, "amalgam: dropped a message from %s%d: %s (%llu dropped so far)\n",
+            from >= 0 ? "rank " : "unknown peer ", from, drop_name[why],
+            (unsigned long long)(ic->stats.dropped[why]));
+}
+
+static int peer_of(const struct ic *ic, fi_addr_t a)
+{
+    if (a == FI_ADDR_NOTAVAIL || a == FI_ADDR_UNSPEC)
+        return -1;
+    for (int i = 0; i < ic->cfg.size; i++)
+        if (ic->peer[i] == a)
+            return i;
+    return -2; /* not a member of the cluster */
+}
+
+static int handle_rx(struct ic *ic, struct slot *s, size_t len, fi_addr_t src, ic_handler fn,
+                     void *ctx)
+{
+    struct ic_hdr h;
+    enum ic_drop why;
+    int from = peer_of(ic, src), handed = 0;
+    if (from == -2) {
+        note_drop(ic, IC_DROP_SENDER, -1);
+    } else if (ic_validate(&ic->cfg.types, s->buf, len, from, ic->cfg.rank, ic->cfg.size, &h,
+                           &why) < 0) {
+        note_drop(ic, why, from);
+    } else {
+        ic->stats.received++;
+        ic->stats.bytes_received += len;
+        ic->last_heard[h.src_rank] = now_ns();
+        if (h.type == IC_T_BYE)
+            ic->departed[h.src_rank] = true;
+        else if (h.type != IC_T_HEARTBEAT && fn) {
+            /* The handler may send, which takes the lock. The slot stays
+             * ours until it is posted again below. */
+            pthread_mutex_unlock(&ic->lock);
+            fn(ctx, &h, h.payload_len ? s->buf + sizeof h : NULL);
+            pthread_mutex_lock(&ic->lock);
+            handed = 1;
+        }
+    }
+    post_rx(ic, s);
+    return handed;
+}
+
+int ic_poll(struct ic *ic, ic_handler fn, void *ctx, int max)
+{
+    struct fi_cq_msg_entry e[16];
+    fi_addr_t src[16];
+    int handed = 0;
+    pthread_mutex_lock(&ic->lock);
+    reap_tx(ic);
+    while (handed < max) {
+        ssize_t n = fi_cq_readfrom(ic->rxcq, e, 16, src);
+        if (n == -FI_EAVAIL) {
+            struct fi_cq_err_entry ee = {0};
+            if (fi_cq_readerr(ic->rxcq, &ee, 0) > 0 && ee.op_context)
+                post_rx(ic, (struct slot *)ee.op_context);
+            continue;
+        }
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            handed += handle_rx(ic, (struct slot *)e[i].op_context, e[i].len, src[i], fn, ctx);
+    }
+    pthread_mutex_unlock(&ic->lock);
+    return handed;
+}
+
+int ic_tick(struct ic *ic, uint64_t now)
+{
+    if (now - ic->last_hb >= IC_HEARTBEAT_NS) {
+        ic->last_hb = now;
+        for (int r = 0; r < ic->cfg.size; r++)
+            if (r != ic->cfg.rank && !ic->departed[r])
+                ic_send(ic, r, IC_T_HEARTBEAT, 0, 0, NULL, 0);
+    }
+    for (int r = 0; r < ic->cfg.size; r++) {
+        if (r == ic->cfg.rank || ic->departed[r])
+            continue;
+        if (now > ic->last_heard[r] && now - ic->last_heard[r] > IC_DEAD_NS) {
+            ic->dead = r;
+            return -EPIPE;
+        }
+    }
+    return 0;
+}
+
+int ic_dead_rank(const struct ic *ic) { return ic->dead; }
+int ic_rank(const struct ic *ic) { return ic->cfg.rank; }
+int ic_size(const struct ic *ic) { return ic->cfg.size; }
+const char *ic_provider_name(const struct ic *ic) { return ic->prov_name; }
+int ic_fd(struct ic *ic) { return ic->wait_fd; }
+const struct ic_stats *ic_stats(const struct ic *ic) { return &ic->stats; }
+
+void ic_wait(struct ic *ic, int timeout_ms)
+{
+    struct fid *f = &ic->rxcq->fid;
+    if (ic->wait_fd >= 0 && fi_trywait(ic->fabric, &f, 1) == FI_SUCCESS) {
+        struct pollfd p = {.fd = ic->wait_fd, .events = POLLIN};
+        poll(&p, 1, timeout_ms);
+    } else if (ic->wait_fd < 0) {
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void ic_close(struct ic *ic)
+{
+    if (!ic)
+        return;
+    if (ic->ep) {
+        for (int r = 0; r < ic->cfg.size && ic->info; r++)
+            if (r != ic->cfg.rank && !ic->departed[r] && r != ic->dead && ic->last_hb)
+                ic_send(ic, r, IC_T_BYE, 0, 0, NULL, 0);
+        /* Let the goodbyes leave before the endpoint goes. */
+        uint64_t t = now_ns();
+        while (ic->nfree < NTX && now_ns() - t < 200000000ULL)
+            reap_tx(ic);
+        fi_close(&ic->ep->fid);
+    }
+    if (ic->mr)
+        fi_close(&ic->mr->fid);
+    if (ic->txcq)
+        fi_close(&ic->txcq->fid);
+    if (ic->rxcq)
+        fi_close(&ic->rxcq->fid);
+    if (ic->av)
+        fi_close(&ic->av->fid);
+    if (ic->domain)
+        fi_close(&ic->domain->fid);
+    if (ic->fabric)
+        fi_close(&ic->fabric->fid);
+    if (ic->info)
+        fi_freeinfo(ic->info);
+    free(ic->region);
+    pthread_mutex_destroy(&ic->lock);
+    free(ic);
+}

@@ -1,0 +1,144 @@
+/* `amalgam fabric-check`: proves a cluster's interconnect end to end. Every
+ * rank sends every other rank one 4 KiB message whose bytes depend on
+ * (sender, receiver), checks that it got exactly one correct message from
+ * each peer, then (with --hold S) stays up S seconds exchanging heartbeats,
+ * failing as soon as a peer stops answering. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "interconnect/tools.h"
+
+struct check {
+    int rank;
+    int got[IC_MAX_RANKS];
+    int bad;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint8_t pattern(int src, int dst, int i)
+{
+    return (uint8_t)(src * 31 + dst * 7 + i * 13);
+}
+
+static void on_msg(void *ctx, const struct ic_hdr *h, const void *p)
+{
+    struct check *c = ctx;
+    const uint8_t *b = p;
+    if (h->type != IC_T_CHECK)
+        return;
+    c->got[h->src_rank]++;
+    for (int i = 0; i < IC_MAX_PAYLOAD; i++)
+        if (b[i] != pattern(h->src_rank, c->rank, i) || h->arg0 != h->src_rank) {
+            c->bad++;
+            break;
+        }
+}
+
+/* Polls until done() or the deadline, ticking liveness. */
+static int run_until(struct ic *ic, struct check *c, uint64_t deadline, bool (*done)(struct check *, int))
+{
+    while (!done(c, ic_size(ic))) {
+        if (ic_poll(ic, on_msg, c, 64) < 0 || ic_tick(ic, now_ns()) < 0)
+            return -EPIPE;
+        if (now_ns() > deadline)
+            return -ETIMEDOUT;
+        ic_wait(ic, 10);
+    }
+    return 0;
+}
+
+static bool all_arrived(struct check *c, int size)
+{
+    for (int r = 0; r < size; r++)
+        if (r != c->rank && c->got[r] < 1)
+            return false;
+    return true;
+}
+
+static bool never(struct check *c, int size)
+{
+    (void)c, (void)size;
+    return false;
+}
+
+static int exchange(struct ic *ic, struct check *c, int hold_s)
+{
+    uint8_t buf[IC_MAX_PAYLOAD];
+    for (int dst = 0; dst < ic_size(ic); dst++) {
+        if (dst == c->rank)
+            continue;
+        for (int i = 0; i < IC_MAX_PAYLOAD; i++)
+            buf[i] = pattern(c->rank, dst, i);
+        int r = ic_send(ic, dst, IC_T_CHECK, (uint64_t)c->rank, 0, buf, sizeof buf);
+        if (r < 0)
+            return r;
+    }
+    int r = run_until(ic, c, now_ns() + 20000000000ULL, all_arrived);
+    if (r == 0 && hold_s > 0) {
+        r = run_until(ic, c, now_ns() + (uint64_t)hold_s * 1000000000ULL, never);
+        if (r == -ETIMEDOUT)
+            r = 0;
+    }
+    return r;
+}
+
+int fabric_check_main(int argc, char **argv)
+{
+    struct ic_config cfg;
+    char err[512];
+    int hold = 0;
+    if (ic_parse_node_flags(&argc, argv, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "amalgam fabric-check: %s\n", err);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--hold") && i + 1 < argc) {
+            hold = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--local") && i + 1 < argc && cfg.rank < 0) {
+            int n = atoi(argv[++i]);
+            argv[i - 1] = "--hold", argv[i] = "0"; /* children must not recurse */
+            return ic_spawn_local(NULL, argc, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
+        } else {
+            fprintf(stderr, "amalgam fabric-check: unknown flag '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    struct ic *ic;
+    if (ic_open(&cfg, &ic, err, sizeof err) < 0) {
+        fprintf(stderr, "amalgam fabric-check: rank %d: %s\n", cfg.rank, err);
+        return 1;
+    }
+    struct check c = {.rank = cfg.rank};
+    int r = exchange(ic, &c, hold);
+    int status = 0;
+    if (r == -EPIPE) {
+        fprintf(stderr, "amalgam fabric-check: rank %d: peer rank %d stopped answering "
+                "(no heartbeat for %.1f s)\n", cfg.rank, ic_dead_rank(ic), IC_DEAD_NS / 1e9);
+        status = 3;
+    } else if (r < 0 || c.bad) {
+        fprintf(stderr, "amalgam fabric-check: rank %d: %s\n", cfg.rank,
+                c.bad ? "a message arrived with wrong contents" : strerror(-r));
+        status = 1;
+    } else {
+        for (int p = 0; p < cfg.size; p++)
+            if (p != cfg.rank && c.got[p] != 1) {
+                fprintf(stderr, "amalgam fabric-check: rank %d: %d messages from rank %d\n",
+                        cfg.rank, c.got[p], p);
+                status = 1;
+            }
+    }
+    if (!status)
+        printf("fabric-check: rank %d of %d: exchanged 4 KiB with %d peers over %s\n", cfg.rank,
+               cfg.size, cfg.size - 1, ic_provider_name(ic));
+    ic_close(ic);
+    return status;
+}

@@ -1,0 +1,144 @@
+/* interconnect: messages between the node processes of one cluster.
+ *
+ * A node opens one libfabric reliable-datagram (RDM) endpoint (provider
+ * tcp, shm or verbs, chosen at run time), joins the cluster through a TCP
+ * bootstrap at rank 0 (authenticated by an HMAC over a fresh challenge with
+ * the cluster's shared secret), and learns every peer's fabric address.
+ * Then any rank sends any rank a message: a fixed 32-byte binary header and
+ * an optional payload of at most 4 KiB (a guest page).
+ *
+ * Invariants: nothing is allocated on the send/receive path (buffers are
+ * registered once at open); every received message is validated (magic,
+ * version, registered type, payload length for that type, sender rank
+ * against the fabric's own source address) before any handler sees it, and
+ * a bad one is dropped and counted; a peer silent for longer than the
+ * liveness time-out (1.5 s; heartbeats every 250 ms) is reported dead.
+ * Threads: ic_send() may be called from any thread; ic_poll()/ic_tick()
+ * from one thread at a time.
+ */
+#ifndef AMALGAM_INTERCONNECT_INTERCONNECT_H
+#define AMALGAM_INTERCONNECT_INTERCONNECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IC_MAGIC 0x474C4D41u /* "AMLG" little-endian */
+#define IC_VERSION 1
+#define IC_MAX_PAYLOAD 4096
+#define IC_MAX_RANKS 64
+#define IC_HEARTBEAT_NS 250000000ULL
+#define IC_DEAD_NS 1500000000ULL
+
+/* Message types: 0x00-0x1f interconnect, 0x20-0x5f DSM, 0x60-0x7f vCPU,
+ * IPI and I/O forwarding, 0x80-0x9f migration. */
+enum ic_type {
+    IC_T_HEARTBEAT = 0x01,
+    IC_T_PING = 0x02,
+    IC_T_PONG = 0x03,
+    IC_T_CHECK = 0x04,
+    IC_T_BYE = 0x05,
+};
+
+/* The wire header, little-endian, 32 bytes. */
+struct ic_hdr {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t type;
+    uint16_t src_rank;
+    uint16_t dst_rank;
+    uint16_t flags;
+    uint32_t payload_len;
+    uint64_t arg0;
+    uint64_t arg1;
+};
+
+/* Registered payload bounds of each type. Every node must register the
+ * same types; a message of an unregistered type is dropped. */
+struct ic_types {
+    bool known[256];
+    uint32_t min_len[256], max_len[256];
+};
+/* The interconnect's own types only. */
+void ic_types_init(struct ic_types *t);
+int ic_types_add(struct ic_types *t, uint8_t type, uint32_t min_payload, uint32_t max_payload);
+
+enum ic_provider { IC_PROV_AUTO, IC_PROV_TCP, IC_PROV_SHM, IC_PROV_VERBS };
+
+struct ic_config {
+    enum ic_provider provider;
+    int rank, size;
+    char bootstrap_host[256];
+    uint16_t bootstrap_port;
+    uint8_t secret[256];
+    size_t secret_len;      /* 0: no secret */
+    int join_timeout_ms;
+    struct ic_types types;
+};
+
+/* Why a message was dropped; counters in struct ic_stats. */
+enum ic_drop {
+    IC_DROP_SHORT, IC_DROP_MAGIC, IC_DROP_VERSION, IC_DROP_TYPE, IC_DROP_LENGTH,
+    IC_DROP_SENDER, IC_DROP_DEST, IC_DROP_COUNT
+};
+
+struct ic_stats {
+    uint64_t sent, received, bytes_sent, bytes_received;
+    uint64_t dropped[IC_DROP_COUNT];
+};
+
+struct ic;
+typedef void (*ic_handler)(void *ctx, const struct ic_hdr *h, const void *payload);
+
+/* Parses the node flags shared by every multi-node command: --fabric,
+ * --rank, --size, --bootstrap HOST:PORT, --secret-file, --join-timeout.
+ * Unknown flags are left for the caller: argv is compacted to them and
+ * *argc updated. Rank and size fall back on the launcher's environment
+ * (Open MPI, Slurm, PMI). */
+int ic_parse_node_flags(int *argc, char **argv, struct ic_config *c, char *err, size_t errlen);
+/* -EINVAL (with err) unless rank and size are known and consistent. */
+int ic_config_check(const struct ic_config *c, char *err, size_t errlen);
+
+/* Opens the endpoint and joins the cluster (blocks until every rank has
+ * joined, or the time-out; err names the ranks that never arrived). */
+int ic_open(const struct ic_config *c, struct ic **out, char *err, size_t errlen);
+void ic_close(struct ic *ic);
+
+int ic_rank(const struct ic *ic);
+int ic_size(const struct ic *ic);
+const char *ic_provider_name(const struct ic *ic);
+
+/* Sends to rank dst; payload may be NULL when len is 0. Blocks only while
+ * every send buffer is in flight. */
+int ic_send(struct ic *ic, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
+            const void *payload, uint32_t len);
+/* Progresses the fabric and hands up to max valid messages to fn. Returns
+ * how many were handed, or a negative errno (-EPIPE: a peer died). */
+int ic_poll(struct ic *ic, ic_handler fn, void *ctx, int max);
+/* Heartbeats and liveness: call at least every 100 ms. -EPIPE once a peer
+ * has been silent too long; ic_dead_rank() says which. */
+int ic_tick(struct ic *ic, uint64_t now_ns);
+int ic_dead_rank(const struct ic *ic);
+/* A file descriptor that becomes readable when ic_poll() has work, for
+ * epoll loops (-1 if the provider has none: poll instead). */
+int ic_fd(struct ic *ic);
+/* Waits up to timeout_ms for work (uses ic_fd when there is one). */
+void ic_wait(struct ic *ic, int timeout_ms);
+const struct ic_stats *ic_stats(const struct ic *ic);
+
+/* ---- pure pieces, exposed for tests and fuzzing ---- */
+
+/* Validates a received buffer claimed to come from from_rank (-1 unknown)
+ * at a node of rank self in a cluster of size. Returns -1 and *why on a bad
+ * message, else 0 with *h decoded. */
+int ic_validate(const struct ic_types *t, const void *buf, size_t len, int from_rank, int self,
+                int size, struct ic_hdr *h, enum ic_drop *why);
+/* "host:port" -> parts; -EINVAL if malformed. */
+int ic_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
+/* Rank/size from the launcher's environment: 0 if found, -ENOENT if none. */
+int ic_rank_from_env(int *rank, int *size, const char **launcher);
+/* HMAC-SHA256 join proof. */
+void ic_join_mac(const uint8_t *secret, size_t slen, const uint8_t nonce[32], uint32_t rank,
+                 uint32_t size, uint8_t mac[32]);
+
+#endif

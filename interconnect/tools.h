@@ -1,0 +1,17 @@
+/* Internal to interconnect/ and cli/: the interconnect's commands. */
+#ifndef AMALGAM_INTERCONNECT_TOOLS_H
+#define AMALGAM_INTERCONNECT_TOOLS_H
+
+#include <stdint.h>
+
+#include "interconnect/interconnect.h"
+
+int bench_fabric_main(int argc, char **argv);
+int fabric_check_main(int argc, char **argv);
+/* Runs `amalgam [cmd] argv... --rank i --ranks n --bootstrap ... --secret-file ...`
+ * for i in 0..n-1 on this host with a fresh secret; 0 if every rank exits 0. */
+int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
+                   const struct ic_config *parent);
+int ic_bench_ranked(const struct ic_config *c, long iters, uint32_t size);
+
+#endif
