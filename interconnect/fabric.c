@@ -385,14 +385,27 @@ int ic_poll(struct ic *ic, ic_handler fn, void *ctx, int max)
     return handed;
 }
 
+/* One attempt, no waiting: a heartbeat that cannot leave now (a dead or
+ * congested peer) is simply skipped; missing ones are what we detect. */
+static void send_nowait(struct ic *ic, int dst, uint8_t type)
+{
+    pthread_mutex_lock(&ic->lock);
+    reap_tx(ic);
+    if (ic->nfree > 0) {
+        struct slot *s = ic->free_tx[--ic->nfree];
+        struct ic_hdr h = {.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
+                           .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst};
+        memcpy(s->buf, &h, sizeof h);
+        if (fi_send(ic->ep, s->buf, sizeof h, ic->desc, ic->peer[dst], &s->ctx) == 0)
+            ic->stats.sent++;
+        else
+            ic->free_tx[ic->nfree++] = s;
+    }
+    pthread_mutex_unlock(&ic->lock);
+}
+
 int ic_tick(struct ic *ic, uint64_t now)
 {
-    if (now - ic->last_hb >= IC_HEARTBEAT_NS) {
-        ic->last_hb = now;
-        for (int r = 0; r < ic->cfg.size; r++)
-            if (r != ic->cfg.rank && !ic->departed[r])
-                ic_send(ic, r, IC_T_HEARTBEAT, 0, 0, NULL, 0);
-    }
     for (int r = 0; r < ic->cfg.size; r++) {
         if (r == ic->cfg.rank || ic->departed[r])
             continue;
@@ -400,6 +413,12 @@ int ic_tick(struct ic *ic, uint64_t now)
             ic->dead = r;
             return -EPIPE;
         }
+    }
+    if (now - ic->last_hb >= IC_HEARTBEAT_NS) {
+        ic->last_hb = now;
+        for (int r = 0; r < ic->cfg.size; r++)
+            if (r != ic->cfg.rank && !ic->departed[r])
+                send_nowait(ic, r, IC_T_HEARTBEAT);
     }
     return 0;
 }
@@ -430,7 +449,7 @@ void ic_close(struct ic *ic)
     if (ic->ep) {
         for (int r = 0; r < ic->cfg.size && ic->info; r++)
             if (r != ic->cfg.rank && !ic->departed[r] && r != ic->dead && ic->last_hb)
-                ic_send(ic, r, IC_T_BYE, 0, 0, NULL, 0);
+                send_nowait(ic, r, IC_T_BYE);
         /* Let the goodbyes leave before the endpoint goes. */
         uint64_t t = now_ns();
         while (ic->nfree < NTX && now_ns() - t < 200000000ULL)

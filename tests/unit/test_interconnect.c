@@ -1,0 +1,199 @@
+/* Unit tests for the interconnect's pure parts: message validation, the
+ * type registry, node flags and launcher environments, the join MAC. */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "interconnect/interconnect.h"
+
+static struct ic_types types;
+
+static struct ic_hdr good(uint8_t type, uint32_t len)
+{
+    return (struct ic_hdr){.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
+                           .src_rank = 1, .dst_rank = 2, .payload_len = len};
+}
+
+static int check(const struct ic_hdr *h, size_t len, int from, enum ic_drop *why)
+{
+    uint8_t buf[sizeof *h + IC_MAX_PAYLOAD + 8] = {0};
+    struct ic_hdr out;
+    memcpy(buf, h, sizeof *h);
+    return ic_validate(&types, buf, len, from, 2, 4, &out, why);
+}
+
+START_TEST(validation)
+{
+    enum ic_drop why;
+    ic_types_init(&types);
+    struct ic_hdr h = good(IC_T_CHECK, IC_MAX_PAYLOAD);
+    ck_assert_int_eq(check(&h, sizeof h + IC_MAX_PAYLOAD, 1, &why), 0);
+    ck_assert_int_eq(check(&h, sizeof h + IC_MAX_PAYLOAD, -1, &why), 0); /* source unknown */
+    ck_assert_int_eq(check(&h, 10, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_SHORT);
+    ck_assert_int_eq(check(&h, sizeof h + 100, 1, &why), -1); /* length disagrees */
+    ck_assert_int_eq(why, IC_DROP_LENGTH);
+    h = good(IC_T_CHECK, 100); /* CHECK must carry exactly 4 KiB */
+    ck_assert_int_eq(check(&h, sizeof h + 100, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_LENGTH);
+    h = good(IC_T_HEARTBEAT, 0);
+    h.magic ^= 1;
+    ck_assert_int_eq(check(&h, sizeof h, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_MAGIC);
+    h = good(IC_T_HEARTBEAT, 0);
+    h.version = 9;
+    ck_assert_int_eq(check(&h, sizeof h, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_VERSION);
+    h = good(0x77, 0);
+    ck_assert_int_eq(check(&h, sizeof h, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_TYPE);
+    h = good(IC_T_HEARTBEAT, 0);
+    ck_assert_int_eq(check(&h, sizeof h, 3, &why), -1); /* claims 1, fabric says 3 */
+    ck_assert_int_eq(why, IC_DROP_SENDER);
+    h.src_rank = 9; /* out of the cluster */
+    ck_assert_int_eq(check(&h, sizeof h, -1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_SENDER);
+    h.src_rank = 2; /* ourselves */
+    ck_assert_int_eq(check(&h, sizeof h, -1, &why), -1);
+    h = good(IC_T_HEARTBEAT, 0);
+    h.dst_rank = 3;
+    ck_assert_int_eq(check(&h, sizeof h, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_DEST);
+    h = good(IC_T_PING, 0xffffffffu); /* absurd length claim */
+    ck_assert_int_eq(check(&h, sizeof h, 1, &why), -1);
+    ck_assert_int_eq(why, IC_DROP_LENGTH);
+}
+END_TEST
+
+START_TEST(type_registry)
+{
+    ic_types_init(&types);
+    ck_assert_int_eq(ic_types_add(&types, 0x20, 0, 0), 0);
+    ck_assert_int_eq(ic_types_add(&types, 0x20, 0, 0), -EINVAL); /* twice */
+    ck_assert_int_eq(ic_types_add(&types, 0x21, 10, 5), -EINVAL);
+    ck_assert_int_eq(ic_types_add(&types, 0x22, 0, IC_MAX_PAYLOAD + 1), -EINVAL);
+    ck_assert_int_eq(ic_types_add(&types, IC_T_PING, 0, 0), -EINVAL); /* built in */
+}
+END_TEST
+
+START_TEST(hostport)
+{
+    char host[64];
+    uint16_t port;
+    ck_assert_int_eq(ic_parse_hostport("10.1.2.3:7000", host, sizeof host, &port), 0);
+    ck_assert_str_eq(host, "10.1.2.3");
+    ck_assert_uint_eq(port, 7000);
+    ck_assert_int_eq(ic_parse_hostport("node-a.example:1", host, sizeof host, &port), 0);
+    ck_assert_int_eq(ic_parse_hostport("::1:80", host, sizeof host, &port), 0);
+    ck_assert_str_eq(host, "::1");
+    ck_assert_int_eq(ic_parse_hostport("host", host, sizeof host, &port), -EINVAL);
+    ck_assert_int_eq(ic_parse_hostport(":80", host, sizeof host, &port), -EINVAL);
+    ck_assert_int_eq(ic_parse_hostport("h:0", host, sizeof host, &port), -EINVAL);
+    ck_assert_int_eq(ic_parse_hostport("h:70000", host, sizeof host, &port), -EINVAL);
+    ck_assert_int_eq(ic_parse_hostport("h:80x", host, sizeof host, &port), -EINVAL);
+    ck_assert_int_eq(ic_parse_hostport(NULL, host, sizeof host, &port), -EINVAL);
+}
+END_TEST
+
+static void clear_env(void)
+{
+    const char *v[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID",
+                       "SLURM_NTASKS", "PMI_RANK", "PMI_SIZE"};
+    for (int i = 0; i < 6; i++)
+        unsetenv(v[i]);
+}
+
+START_TEST(launchers)
+{
+    int r, s;
+    const char *who;
+    clear_env();
+    ck_assert_int_eq(ic_rank_from_env(&r, &s, &who), -ENOENT);
+    setenv("SLURM_PROCID", "3", 1);
+    setenv("SLURM_NTASKS", "8", 1);
+    ck_assert_int_eq(ic_rank_from_env(&r, &s, &who), 0);
+    ck_assert_int_eq(r, 3);
+    ck_assert_int_eq(s, 8);
+    ck_assert_str_eq(who, "Slurm");
+    setenv("OMPI_COMM_WORLD_RANK", "1", 1); /* Open MPI wins when both are set */
+    setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+    ck_assert_int_eq(ic_rank_from_env(&r, &s, &who), 0);
+    ck_assert_str_eq(who, "Open MPI");
+    clear_env();
+    setenv("PMI_RANK", "x", 1);
+    setenv("PMI_SIZE", "2", 1);
+    ck_assert_int_eq(ic_rank_from_env(&r, &s, &who), -ENOENT);
+    clear_env();
+}
+END_TEST
+
+START_TEST(node_flags)
+{
+    struct ic_config c;
+    char err[256];
+    char *argv[] = {"x", "--fabric", "tcp", "--rank=2", "--ranks", "4", "--bootstrap",
+                    "10.0.0.1:9000", "--iters", "5", NULL};
+    int argc = 10;
+    clear_env();
+    ck_assert_int_eq(ic_parse_node_flags(&argc, argv, &c, err, sizeof err), 0);
+    ck_assert_int_eq(c.provider, IC_PROV_TCP);
+    ck_assert_int_eq(c.rank, 2);
+    ck_assert_int_eq(c.size, 4);
+    ck_assert_str_eq(c.bootstrap_host, "10.0.0.1");
+    ck_assert_int_eq(c.bootstrap_port, 9000);
+    ck_assert_int_eq(argc, 3); /* the rest is left for the command */
+    ck_assert_str_eq(argv[1], "--iters");
+    ck_assert_int_eq(ic_config_check(&c, err, sizeof err), 0);
+    char *bad1[] = {"x", "--fabric", "carrier-pigeon"};
+    argc = 3;
+    ck_assert_int_eq(ic_parse_node_flags(&argc, bad1, &c, err, sizeof err), -EINVAL);
+    char *bad2[] = {"x", "--rank", "5", "--size", "4"};
+    argc = 5;
+    ck_assert_int_eq(ic_parse_node_flags(&argc, bad2, &c, err, sizeof err), 0);
+    ck_assert_int_eq(ic_config_check(&c, err, sizeof err), -EINVAL);
+    char *bad3[] = {"x", "--secret-file", "/nonexistent/secret"};
+    argc = 3;
+    ck_assert_int_eq(ic_parse_node_flags(&argc, bad3, &c, err, sizeof err), -ENOENT);
+    char *none[] = {"x"};
+    argc = 1;
+    ck_assert_int_eq(ic_parse_node_flags(&argc, none, &c, err, sizeof err), 0);
+    ck_assert_int_eq(ic_config_check(&c, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "mpirun"));
+}
+END_TEST
+
+START_TEST(join_mac)
+{
+    uint8_t nonce[32] = {1, 2, 3}, a[32], b[32];
+    const uint8_t *s1 = (const uint8_t *)"correct horse battery staple";
+    ic_join_mac(s1, 28, nonce, 1, 4, a);
+    ic_join_mac(s1, 28, nonce, 1, 4, b);
+    ck_assert(!memcmp(a, b, 32));
+    ic_join_mac(s1, 28, nonce, 2, 4, b); /* another rank */
+    ck_assert(memcmp(a, b, 32));
+    ic_join_mac((const uint8_t *)"correct horse battery stapler", 29, nonce, 1, 4, b);
+    ck_assert(memcmp(a, b, 32));
+    nonce[31] ^= 1; /* a replayed proof does not fit a fresh challenge */
+    ic_join_mac(s1, 28, nonce, 1, 4, b);
+    ck_assert(memcmp(a, b, 32));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("interconnect");
+    TCase *t = tcase_create("pure");
+    tcase_add_test(t, validation);
+    tcase_add_test(t, type_registry);
+    tcase_add_test(t, hostport);
+    tcase_add_test(t, launchers);
+    tcase_add_test(t, node_flags);
+    tcase_add_test(t, join_mac);
+    suite_add_tcase(s, t);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
