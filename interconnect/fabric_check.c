@@ -84,6 +84,8 @@ static int exchange(struct ic *ic, struct check *c, int hold_s)
     }
     int r = run_until(ic, c, now_ns() + 20000000000ULL, all_arrived);
     if (r == 0 && hold_s > 0) {
+        printf("fabric-check: rank %d: exchanged with every peer; holding %d s\n", c->rank, hold_s);
+        fflush(stdout);
         r = run_until(ic, c, now_ns() + (uint64_t)hold_s * 1000000000ULL, never);
         if (r == -ETIMEDOUT)
             r = 0;
