@@ -1,0 +1,121 @@
+/* dsm: guest memory kept coherent across the nodes, page by page.
+ *
+ * Home-based MSI with write-invalidate. Every 4 KiB page has a home (the
+ * node whose NUMA slice holds it); the home's directory knows who holds the
+ * page and serialises every transaction on it: a page is busy from the
+ * request it accepts until the requester's Unblock, and requests arriving
+ * meanwhile wait in a queue. Each node also caches pages: I (no access),
+ * S (read-only), M (read-write).
+ *
+ * Invariants: at any moment, for every page, either one node maps it
+ * read-write and none read-only, or none maps it read-write (single writer,
+ * many readers); an invalidation or downgrade is acknowledged only after the
+ * local mapping is gone (ops->map returned); a node's own home pages start
+ * M at home, so a workload that stays local takes no DSM fault; nothing is
+ * allocated after dsm_node_init().
+ *
+ * The engine is pure: it never blocks and does no I/O itself. The host
+ * (VMM node or the model test) gives it faults and received messages and
+ * carries out what it asks through struct dsm_ops. Not thread-safe: the
+ * host serialises calls per node.
+ */
+#ifndef AMALGAM_DSM_DSM_H
+#define AMALGAM_DSM_DSM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define DSM_PAGE_SIZE 4096
+#define DSM_MAX_NODES 64
+
+/* Message types: the interconnect reserves 0x20-0x5f for the DSM. */
+enum dsm_msg_type {
+    DSM_GETS = 0x20,    /* cache -> home: read copy wanted */
+    DSM_GETM = 0x21,    /* cache -> home: write copy wanted */
+    DSM_DATA = 0x22,    /* home -> cache: page contents, mode S or M */
+    DSM_GRANT = 0x23,   /* home -> cache: upgrade a copy it holds to M, no data */
+    DSM_INV = 0x24,     /* home -> sharer: drop your copy */
+    DSM_INV_ACK = 0x25, /* sharer -> home: dropped */
+    DSM_RECALL = 0x26,  /* home -> owner: write back, keep S (mode S) or drop (mode I) */
+    DSM_WB_DATA = 0x27, /* owner -> home: the page, after downgrading/dropping */
+    DSM_UNBLOCK = 0x28, /* cache -> home: transaction complete */
+    DSM_MSG_FIRST = DSM_GETS,
+    DSM_MSG_LAST = DSM_UNBLOCK,
+};
+
+enum dsm_mode { DSM_MODE_I = 0, DSM_MODE_S = 1, DSM_MODE_M = 2 };
+
+struct dsm_msg {
+    uint8_t type;
+    uint8_t mode;
+    uint16_t src;
+    uint32_t pad;
+    uint64_t page;
+};
+
+/* Local access the host must set up for a page. */
+enum dsm_prot { DSM_PROT_NONE = 0, DSM_PROT_READ = 1, DSM_PROT_WRITE = 2 };
+
+struct dsm_ops {
+    void *ctx;
+    /* Sends m to node dst (dst may be this node); payload is NULL or 4 KiB. */
+    int (*send)(void *ctx, int dst, const struct dsm_msg *m, const void *payload);
+    /* Sets the guest's access to the page; returns once it is in force. */
+    int (*map)(void *ctx, uint64_t page, enum dsm_prot prot);
+    /* This node's copy of the page (agent view: never faults). */
+    uint8_t *(*page_data)(void *ctx, uint64_t page);
+    /* Faulters waiting on the page may retry. */
+    void (*wake)(void *ctx, uint64_t page);
+    uint64_t (*now_ns)(void *ctx);
+};
+
+#define DSM_HIST_BUCKETS 32
+enum dsm_drop { DSM_DROP_TYPE, DSM_DROP_PAGE, DSM_DROP_SRC, DSM_DROP_PAYLOAD, DSM_DROP_STATE,
+                DSM_DROP_COUNT };
+
+struct dsm_stats {
+    uint64_t read_faults, write_faults, upgrades;
+    uint64_t inv_sent, inv_received, recalls_sent, recalls_received;
+    uint64_t bytes_moved;
+    uint64_t dropped[DSM_DROP_COUNT];
+    uint64_t service_ns_log2[DSM_HIST_BUCKETS]; /* fault-to-access time histogram */
+};
+
+struct dsm_dir;
+struct dsm_queued;
+
+struct dsm_node {
+    int self, nnodes;
+    uint64_t npages;
+    int (*home_of)(void *hctx, uint64_t page);
+    void *hctx;
+    struct dsm_ops ops;
+    uint8_t *cache;       /* enum dsm_cstate per page */
+    uint64_t *fault_t0;   /* when the outstanding request started */
+    struct dsm_dir *dir;  /* per page; used where this node is home */
+    struct dsm_queued *pool;
+    uint32_t pool_free;
+    struct dsm_stats stats;
+};
+
+/* Sets up a node; its home pages start M (mapped read-write by the host
+ * beforehand), all others I. 0 or -ENOMEM. */
+int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
+                  int (*home_of)(void *hctx, uint64_t page), void *hctx,
+                  const struct dsm_ops *ops);
+void dsm_node_free(struct dsm_node *n);
+
+/* A local access faulted. Returns 0 when the page already allows it (retry
+ * at once), 1 when the faulter must wait for ops->wake, or -EINVAL. */
+int dsm_fault(struct dsm_node *n, uint64_t page, bool write);
+
+/* A message arrived from node `from` (as the interconnect attests). Bad or
+ * impossible messages are dropped and counted: returns -EPROTO then. */
+int dsm_receive(struct dsm_node *n, int from, const struct dsm_msg *m, const void *payload);
+
+/* What the guest may do with the page here now (for checks and tests). */
+enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page);
+/* True if no transaction is in flight on any page this node touches. */
+bool dsm_quiescent(const struct dsm_node *n);
+
+#endif

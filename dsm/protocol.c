@@ -1,0 +1,332 @@
+/* The DSM coherence engine (see dsm.h): the cache side of every node and
+ * the directory side of each page's home.
+ *
+ * A blocking directory: the home accepts one request per page at a time
+ * and holds the page busy until the requester's Unblock. Because of that,
+ * a cache never sees an invalidation or recall while its own request on the
+ * page is between "data sent" and "data installed", which removes most of
+ * the transient-state races of a non-blocking directory. What remains: a
+ * sharer that asked to upgrade (SM) can be invalidated first by another
+ * writer's transaction; it then waits as IM and the home, which no longer
+ * counts it as a sharer, sends it the data instead of a grant. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsm/dsm.h"
+
+enum cstate { C_I, C_S, C_M, C_IS, C_IM, C_SM };
+enum dstate { D_S, D_M }; /* D_S with no sharers = only the home's memory */
+
+struct dsm_dir {
+    uint64_t sharers;
+    uint64_t want_s, want_m; /* queued requests: one per node at most */
+    uint8_t state, owner, busy, req, kind, acks, wb, recall_mode;
+};
+
+static uint64_t bit(int n) { return 1ULL << n; }
+
+int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
+                  int (*home_of)(void *hctx, uint64_t page), void *hctx,
+                  const struct dsm_ops *ops)
+{
+    memset(n, 0, sizeof *n);
+    if (nnodes < 1 || nnodes > DSM_MAX_NODES || self < 0 || self >= nnodes)
+        return -EINVAL;
+    n->self = self;
+    n->nnodes = nnodes;
+    n->npages = npages;
+    n->home_of = home_of;
+    n->hctx = hctx;
+    n->ops = *ops;
+    n->cache = calloc(npages, 1);
+    n->fault_t0 = calloc(npages, sizeof *n->fault_t0);
+    n->dir = calloc(npages, sizeof *n->dir);
+    if (!n->cache || !n->fault_t0 || !n->dir) {
+        dsm_node_free(n);
+        return -ENOMEM;
+    }
+    for (uint64_t p = 0; p < npages; p++) {
+        if (home_of(hctx, p) != self)
+            continue;
+        n->cache[p] = C_M;
+        n->dir[p].state = D_M;
+        n->dir[p].owner = (uint8_t)self;
+    }
+    return 0;
+}
+
+void dsm_node_free(struct dsm_node *n)
+{
+    free(n->cache);
+    free(n->fault_t0);
+    free(n->dir);
+    n->cache = NULL;
+    n->fault_t0 = NULL;
+    n->dir = NULL;
+}
+
+enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page)
+{
+    switch (n->cache[page]) {
+    case C_M: return DSM_PROT_WRITE;
+    case C_S: case C_SM: return DSM_PROT_READ;
+    default: return DSM_PROT_NONE;
+    }
+}
+
+bool dsm_quiescent(const struct dsm_node *n)
+{
+    for (uint64_t p = 0; p < n->npages; p++)
+        if (n->cache[p] >= C_IS || n->dir[p].busy || n->dir[p].want_s || n->dir[p].want_m)
+            return false;
+    return true;
+}
+
+static int send(struct dsm_node *n, int dst, uint8_t type, uint8_t mode, uint64_t page,
+                const void *payload)
+{
+    struct dsm_msg m = {.type = type, .mode = mode, .src = (uint16_t)n->self, .page = page};
+    if (payload)
+        n->stats.bytes_moved += DSM_PAGE_SIZE;
+    return n->ops.send(n->ops.ctx, dst, &m, payload);
+}
+
+/* ---- cache side --------------------------------------------------------- */
+
+static int request(struct dsm_node *n, uint64_t page, uint8_t next, uint8_t type)
+{
+    n->cache[page] = next;
+    n->fault_t0[page] = n->ops.now_ns(n->ops.ctx);
+    send(n, n->home_of(n->hctx, page), type, 0, page, NULL);
+    return 1;
+}
+
+int dsm_fault(struct dsm_node *n, uint64_t page, bool write)
+{
+    if (page >= n->npages)
+        return -EINVAL;
+    uint8_t st = n->cache[page];
+    if (st >= C_IS)
+        return st == C_SM && !write ? 0 : 1; /* one request in flight per page */
+    if (!write)
+        return st == C_I ? (n->stats.read_faults++, request(n, page, C_IS, DSM_GETS)) : 0;
+    if (st == C_M)
+        return 0;
+    n->stats.write_faults++;
+    if (st == C_S)
+        n->stats.upgrades++;
+    return request(n, page, st == C_S ? C_SM : C_IM, DSM_GETM);
+}
+
+static void completed(struct dsm_node *n, uint64_t page, uint8_t state, enum dsm_prot prot)
+{
+    n->ops.map(n->ops.ctx, page, prot);
+    n->cache[page] = state;
+    uint64_t dt = n->ops.now_ns(n->ops.ctx) - n->fault_t0[page];
+    int b = dt ? 63 - __builtin_clzll(dt) : 0;
+    n->stats.service_ns_log2[b < DSM_HIST_BUCKETS ? b : DSM_HIST_BUCKETS - 1]++;
+    send(n, n->home_of(n->hctx, page), DSM_UNBLOCK, 0, page, NULL);
+    n->ops.wake(n->ops.ctx, page);
+}
+
+static void install(struct dsm_node *n, int from, uint64_t page, const void *payload)
+{
+    if (from != n->self) /* at home, the data is our own memory already */
+        memcpy(n->ops.page_data(n->ops.ctx, page), payload, DSM_PAGE_SIZE);
+}
+
+static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const void *payload)
+{
+    uint64_t p = m->page;
+    uint8_t st = n->cache[p];
+    switch (m->type) {
+    case DSM_DATA:
+        if (m->mode == DSM_MODE_S && st == C_IS) {
+            install(n, from, p, payload);
+            completed(n, p, C_S, DSM_PROT_READ);
+        } else if (m->mode == DSM_MODE_M && (st == C_IM || st == C_SM)) {
+            install(n, from, p, payload);
+            completed(n, p, C_M, DSM_PROT_WRITE);
+        } else {
+            return -EPROTO;
+        }
+        return 0;
+    case DSM_GRANT:
+        if (st != C_SM)
+            return -EPROTO;
+        completed(n, p, C_M, DSM_PROT_WRITE);
+        return 0;
+    case DSM_INV:
+        if (st != C_S && st != C_SM)
+            return -EPROTO;
+        /* Acknowledge only once the mapping is gone. */
+        n->ops.map(n->ops.ctx, p, DSM_PROT_NONE);
+        n->cache[p] = st == C_S ? C_I : C_IM;
+        n->stats.inv_received++;
+        send(n, from, DSM_INV_ACK, 0, p, NULL);
+        return 0;
+    case DSM_RECALL:
+        if (st != C_M || (m->mode != DSM_MODE_S && m->mode != DSM_MODE_I))
+            return -EPROTO;
+        n->ops.map(n->ops.ctx, p, m->mode == DSM_MODE_S ? DSM_PROT_READ : DSM_PROT_NONE);
+        n->cache[p] = m->mode == DSM_MODE_S ? C_S : C_I;
+        n->stats.recalls_received++;
+        send(n, from, DSM_WB_DATA, 0, p, n->ops.page_data(n->ops.ctx, p));
+        return 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+/* ---- directory side -------------------------------------------------------- */
+
+static void grant_m(struct dsm_node *n, uint64_t p)
+{
+    struct dsm_dir *d = &n->dir[p];
+    bool keeps_copy = d->sharers & bit(d->req);
+    d->state = D_M;
+    d->owner = d->req;
+    d->sharers = 0;
+    if (keeps_copy)
+        send(n, d->req, DSM_GRANT, DSM_MODE_M, p, NULL);
+    else
+        send(n, d->req, DSM_DATA, DSM_MODE_M, p, n->ops.page_data(n->ops.ctx, p));
+}
+
+static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind)
+{
+    struct dsm_dir *d = &n->dir[p];
+    d->busy = 1;
+    d->req = (uint8_t)req;
+    d->kind = kind;
+    d->acks = d->wb = 0;
+    if (d->state == D_M) {
+        /* The owner writes the page back first; for a read it keeps S. */
+        d->wb = 1;
+        d->recall_mode = kind == DSM_GETS ? DSM_MODE_S : DSM_MODE_I;
+        n->stats.recalls_sent++;
+        send(n, d->owner, DSM_RECALL, d->recall_mode, p, NULL);
+        return;
+    }
+    if (kind == DSM_GETS) {
+        d->sharers |= bit(req);
+        send(n, req, DSM_DATA, DSM_MODE_S, p, n->ops.page_data(n->ops.ctx, p));
+        return;
+    }
+    uint64_t others = d->sharers & ~bit(req);
+    for (int i = 0; i < n->nnodes; i++)
+        if (others & bit(i)) {
+            d->acks++;
+            n->stats.inv_sent++;
+            send(n, i, DSM_INV, 0, p, NULL);
+        }
+    d->sharers &= ~others;
+    if (!d->acks)
+        grant_m(n, p);
+}
+
+/* Round-robin from the last requester, so that no node starves. */
+static void next_request(struct dsm_node *n, uint64_t p)
+{
+    struct dsm_dir *d = &n->dir[p];
+    for (int k = 1; k <= n->nnodes; k++) {
+        int i = (d->req + k) % n->nnodes;
+        if (d->want_m & bit(i)) {
+            d->want_m &= ~bit(i);
+            start(n, p, i, DSM_GETM);
+            return;
+        }
+        if (d->want_s & bit(i)) {
+            d->want_s &= ~bit(i);
+            start(n, p, i, DSM_GETS);
+            return;
+        }
+    }
+}
+
+static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const void *payload)
+{
+    uint64_t p = m->page;
+    struct dsm_dir *d = &n->dir[p];
+    switch (m->type) {
+    case DSM_GETS:
+    case DSM_GETM:
+        /* A node has one request per page at a time, and owners do not ask.
+         * The current requester's next request may overtake its Unblock (the
+         * network does not keep order): it is queued like any other. */
+        if (((d->want_s | d->want_m) & bit(from)) ||
+            (!d->busy && d->state == D_M && d->owner == from))
+            return -EPROTO;
+        if (d->busy)
+            *(m->type == DSM_GETS ? &d->want_s : &d->want_m) |= bit(from);
+        else
+            start(n, p, from, m->type);
+        return 0;
+    case DSM_INV_ACK:
+        if (!d->busy || d->kind != DSM_GETM || !d->acks)
+            return -EPROTO;
+        if (--d->acks == 0)
+            grant_m(n, p);
+        return 0;
+    case DSM_WB_DATA:
+        if (!d->busy || !d->wb || from != d->owner)
+            return -EPROTO;
+        d->wb = 0;
+        if (from != n->self)
+            memcpy(n->ops.page_data(n->ops.ctx, p), payload, DSM_PAGE_SIZE);
+        if (d->kind == DSM_GETS) {
+            d->state = D_S;
+            d->sharers = bit(d->owner) | bit(d->req);
+            send(n, d->req, DSM_DATA, DSM_MODE_S, p, n->ops.page_data(n->ops.ctx, p));
+        } else {
+            d->sharers = 0;
+            grant_m(n, p);
+        }
+        return 0;
+    case DSM_UNBLOCK:
+        if (!d->busy || d->req != from || d->acks || d->wb)
+            return -EPROTO;
+        d->busy = 0;
+        next_request(n, p);
+        return 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+static bool to_directory(uint8_t type)
+{
+    return type == DSM_GETS || type == DSM_GETM || type == DSM_INV_ACK || type == DSM_WB_DATA ||
+           type == DSM_UNBLOCK;
+}
+
+static bool carries_data(uint8_t type)
+{
+    return type == DSM_DATA || type == DSM_WB_DATA;
+}
+
+static int drop(struct dsm_node *n, enum dsm_drop why)
+{
+    n->stats.dropped[why]++;
+    return -EPROTO;
+}
+
+int dsm_receive(struct dsm_node *n, int from, const struct dsm_msg *m, const void *payload)
+{
+    if (m->type < DSM_MSG_FIRST || m->type > DSM_MSG_LAST)
+        return drop(n, DSM_DROP_TYPE);
+    if (m->page >= n->npages)
+        return drop(n, DSM_DROP_PAGE);
+    if (from < 0 || from >= n->nnodes || m->src != from)
+        return drop(n, DSM_DROP_SRC);
+    if (!payload != !carries_data(m->type))
+        return drop(n, DSM_DROP_PAYLOAD);
+    int home = n->home_of(n->hctx, m->page);
+    int r;
+    if (to_directory(m->type))
+        r = home == n->self ? dir_msg(n, from, m, payload) : -EPROTO;
+    else
+        r = home == from ? cache_msg(n, from, m, payload) : -EPROTO;
+    return r < 0 ? drop(n, DSM_DROP_STATE) : 0;
+}

@@ -1,0 +1,422 @@
+/* Model test of the DSM engine: no KVM, no network. Nodes exchange messages
+ * through a simulated network that delivers them in random order; several
+ * simulated vCPUs per node read and write a few pages concurrently. After
+ * every step: at most one node maps a page writable, and then none maps it
+ * readable; every read returns the latest write. At the end everything is
+ * quiescent. A failure prints its seed; replay it with
+ *   DSM_MODEL_SEED=<seed> build/tests/test_dsm_model
+ */
+#include <check.h>
+#include <errno.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dsm/dsm.h"
+
+#define NODES 4
+#define PAGES 6
+#define VCPUS 3
+#define MAXMSG 4096
+
+struct netmsg {
+    int from, to;
+    struct dsm_msg m;
+    bool has_payload;
+    uint8_t payload[DSM_PAGE_SIZE];
+};
+
+struct vcpu {
+    bool busy, ready;
+    uint64_t page;
+    bool write;
+};
+
+struct model;
+struct nodectx {
+    struct model *w;
+    int id;
+};
+
+struct model {
+    struct dsm_node node[NODES];
+    struct nodectx ctx[NODES];
+    struct netmsg *bag;
+    int nbag;
+    enum dsm_prot prot[NODES][PAGES];
+    uint8_t data[NODES][PAGES][DSM_PAGE_SIZE];
+    uint64_t truth[PAGES];
+    struct vcpu cpu[NODES][VCPUS];
+    uint64_t clock, seq, reads, writes, steps;
+    unsigned seed;
+    char err[256];
+};
+
+static int home_of(void *h, uint64_t page)
+{
+    (void)h;
+    return (int)(page % NODES);
+}
+
+static int m_send(void *c, int dst, const struct dsm_msg *m, const void *payload)
+{
+    struct nodectx *x = c;
+    struct model *w = x->w;
+    ck_assert_int_lt(w->nbag, MAXMSG);
+    struct netmsg *n = &w->bag[w->nbag++];
+    n->from = x->id;
+    n->to = dst;
+    n->m = *m;
+    n->has_payload = payload != NULL;
+    if (payload)
+        memcpy(n->payload, payload, DSM_PAGE_SIZE); /* the network copies at send */
+    return 0;
+}
+
+static int m_map(void *c, uint64_t page, enum dsm_prot prot)
+{
+    struct nodectx *x = c;
+    x->w->prot[x->id][page] = prot;
+    return 0;
+}
+
+static uint8_t *m_data(void *c, uint64_t page)
+{
+    struct nodectx *x = c;
+    return x->w->data[x->id][page];
+}
+
+static void m_wake(void *c, uint64_t page)
+{
+    struct nodectx *x = c;
+    for (int v = 0; v < VCPUS; v++)
+        if (x->w->cpu[x->id][v].busy && x->w->cpu[x->id][v].page == page)
+            x->w->cpu[x->id][v].ready = true;
+}
+
+static uint64_t m_now(void *c)
+{
+    struct nodectx *x = c;
+    return x->w->clock;
+}
+
+static struct model *model_new(unsigned seed)
+{
+    struct model *w = calloc(1, sizeof *w);
+    w->bag = calloc(MAXMSG, sizeof *w->bag);
+    w->seed = seed;
+    for (int i = 0; i < NODES; i++) {
+        w->ctx[i] = (struct nodectx){w, i};
+        struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_data, m_wake, m_now};
+        ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, NULL, &ops), 0);
+        for (int p = 0; p < PAGES; p++)
+            w->prot[i][p] = home_of(NULL, (uint64_t)p) == i ? DSM_PROT_WRITE : DSM_PROT_NONE;
+    }
+    return w;
+}
+
+static void model_free(struct model *w)
+{
+    for (int i = 0; i < NODES; i++)
+        dsm_node_free(&w->node[i]);
+    free(w->bag);
+    free(w);
+}
+
+static void check_swmr(struct model *w)
+{
+    for (int p = 0; p < PAGES; p++) {
+        int writers = 0, readers = 0;
+        for (int i = 0; i < NODES; i++) {
+            writers += w->prot[i][p] == DSM_PROT_WRITE;
+            readers += w->prot[i][p] == DSM_PROT_READ;
+        }
+        ck_assert_msg(writers <= 1 && (writers == 0 || readers == 0),
+                      "seed %u step %llu: page %d has %d writers and %d readers", w->seed,
+                      (unsigned long long)w->steps, p, writers, readers);
+    }
+}
+
+static uint64_t stamp_of(const uint8_t *page)
+{
+    uint64_t s;
+    memcpy(&s, page, 8);
+    return s;
+}
+
+/* Tries the vCPU's access; true if it completed. */
+static bool try_access(struct model *w, int node, struct vcpu *c)
+{
+    enum dsm_prot need = c->write ? DSM_PROT_WRITE : DSM_PROT_READ;
+    for (int tries = 0; tries < 2; tries++) {
+        if (w->prot[node][c->page] >= need) {
+            uint8_t *d = w->data[node][c->page];
+            if (c->write) {
+                uint64_t s = ((uint64_t)node << 48) | ++w->seq;
+                memcpy(d, &s, 8);
+                memset(d + 8, (int)(s & 0xff), 64); /* more than the first word moves */
+                w->truth[c->page] = s;
+                w->writes++;
+            } else {
+                ck_assert_msg(stamp_of(d) == w->truth[c->page] && d[8 + 63] == (uint8_t)(w->truth[c->page] & 0xff),
+                              "seed %u step %llu: node %d read %llx from page %llu, latest write %llx",
+                              w->seed, (unsigned long long)w->steps, node,
+                              (unsigned long long)stamp_of(d), (unsigned long long)c->page,
+                              (unsigned long long)w->truth[c->page]);
+                w->reads++;
+            }
+            c->busy = c->ready = false;
+            return true;
+        }
+        int r = dsm_fault(&w->node[node], c->page, c->write);
+        ck_assert_int_ge(r, 0);
+        if (r == 1) {
+            c->ready = false;
+            return false;
+        }
+    }
+    ck_abort_msg("seed %u: dsm_fault said the access is allowed but it is not", w->seed);
+    return false;
+}
+
+static void deliver(struct model *w, int i)
+{
+    struct netmsg n = w->bag[i];
+    w->bag[i] = w->bag[--w->nbag]; /* random order: any message may go next */
+    int r = dsm_receive(&w->node[n.to], n.from, &n.m, n.has_payload ? n.payload : NULL);
+    ck_assert_msg(r == 0, "seed %u step %llu: node %d rejected message %#x page %llu from %d",
+                  w->seed, (unsigned long long)w->steps, n.to, n.m.type,
+                  (unsigned long long)n.m.page, n.from);
+}
+
+static bool all_idle(struct model *w)
+{
+    for (int i = 0; i < NODES; i++)
+        for (int v = 0; v < VCPUS; v++)
+            if (w->cpu[i][v].busy)
+                return false;
+    return true;
+}
+
+static void run_random(struct model *w, uint64_t ops)
+{
+    uint64_t started = 0;
+    srand(w->seed);
+    while (started < ops || w->nbag || !all_idle(w)) {
+        w->steps++;
+        w->clock += 1 + (uint64_t)(rand() % 100);
+        ck_assert_msg(w->steps < ops * 200, "seed %u: no progress (livelock?)", w->seed);
+        if (w->nbag && (rand() % 100 < 55 || started >= ops)) {
+            deliver(w, rand() % w->nbag);
+        } else {
+            int node = rand() % NODES, v = rand() % VCPUS;
+            struct vcpu *c = &w->cpu[node][v];
+            if (!c->busy && started < ops) {
+                *c = (struct vcpu){.busy = true, .page = (uint64_t)(rand() % PAGES),
+                                   .write = rand() % 100 < 40};
+                started++;
+                try_access(w, node, c);
+            } else if (c->busy && c->ready) {
+                try_access(w, node, c);
+            }
+        }
+        check_swmr(w);
+        if (!w->nbag) /* nothing in flight: every woken vCPU must make progress */
+            for (int i = 0; i < NODES; i++)
+                for (int k = 0; k < VCPUS; k++)
+                    if (w->cpu[i][k].busy && w->cpu[i][k].ready)
+                        try_access(w, i, &w->cpu[i][k]);
+    }
+    for (int i = 0; i < NODES; i++)
+        ck_assert_msg(dsm_quiescent(&w->node[i]), "seed %u: node %d not quiescent", w->seed, i);
+}
+
+static unsigned pick_seed(void)
+{
+    const char *s = getenv("DSM_MODEL_SEED");
+    return s ? (unsigned)strtoul(s, NULL, 0) : (unsigned)time(NULL) ^ (unsigned)getpid();
+}
+
+START_TEST(random_interleavings)
+{
+    unsigned seed = pick_seed();
+    struct model *w = model_new(seed);
+    run_random(w, 120000);
+    printf("dsm model: seed %u, %llu reads, %llu writes, %llu steps\n", seed,
+           (unsigned long long)w->reads, (unsigned long long)w->writes,
+           (unsigned long long)w->steps);
+    ck_assert_uint_ge(w->reads + w->writes, 100000);
+    uint64_t inv = 0, rec = 0;
+    for (int i = 0; i < NODES; i++) {
+        inv += w->node[i].stats.inv_received;
+        rec += w->node[i].stats.recalls_received;
+        for (int d = 0; d < DSM_DROP_COUNT; d++)
+            ck_assert_uint_eq(w->node[i].stats.dropped[d], 0);
+    }
+    ck_assert_uint_gt(inv, 100); /* the races were really exercised */
+    ck_assert_uint_gt(rec, 100);
+    model_free(w);
+}
+END_TEST
+
+/* Helpers for the scripted scenarios. */
+static struct vcpu *op(struct model *w, int node, int v, uint64_t page, bool write)
+{
+    struct vcpu *c = &w->cpu[node][v];
+    *c = (struct vcpu){.busy = true, .page = page, .write = write};
+    try_access(w, node, c);
+    return c;
+}
+
+static int find_msg(struct model *w, uint8_t type, int to)
+{
+    for (int i = 0; i < w->nbag; i++)
+        if (w->bag[i].m.type == type && w->bag[i].to == to)
+            return i;
+    return -1;
+}
+
+static void drain(struct model *w)
+{
+    while (w->nbag || !all_idle(w)) {
+        if (w->nbag)
+            deliver(w, w->nbag - 1);
+        for (int i = 0; i < NODES; i++)
+            for (int k = 0; k < VCPUS; k++)
+                if (w->cpu[i][k].busy && w->cpu[i][k].ready)
+                    try_access(w, i, &w->cpu[i][k]);
+        check_swmr(w);
+    }
+}
+
+START_TEST(local_faults_coalesce)
+{
+    struct model *w = model_new(1);
+    /* page 4's home is node 0; two vCPUs of node 1 fault on it at once */
+    op(w, 1, 0, 4, false);
+    op(w, 1, 1, 4, false);
+    ck_assert_int_eq(w->nbag, 1); /* one GetS, not two */
+    drain(w);
+    ck_assert_uint_eq(w->reads, 2);
+    ck_assert_uint_eq(w->node[1].stats.read_faults, 1);
+    model_free(w);
+}
+END_TEST
+
+START_TEST(invalidation_races_upgrade)
+{
+    struct model *w = model_new(2);
+    op(w, 1, 0, 4, false);
+    op(w, 2, 0, 4, false);
+    drain(w); /* nodes 1 and 2 share page 4 */
+    op(w, 1, 0, 4, true);
+    op(w, 2, 0, 4, true); /* both upgrade: one will be invalidated first */
+    ck_assert_int_eq(w->nbag, 2);
+    drain(w);
+    ck_assert_uint_eq(w->writes, 2);
+    ck_assert_uint_eq(w->node[1].stats.upgrades + w->node[2].stats.upgrades, 2);
+    ck_assert_uint_ge(w->node[1].stats.inv_received + w->node[2].stats.inv_received, 1);
+    model_free(w);
+}
+END_TEST
+
+START_TEST(request_for_page_in_transit)
+{
+    struct model *w = model_new(3);
+    op(w, 1, 0, 4, true); /* GetM to home 0, which first recalls it from itself */
+    while (find_msg(w, DSM_DATA, 1) < 0)
+        deliver(w, w->nbag - 1);
+    /* the page is now in transit to node 1 */
+    op(w, 2, 0, 4, false);            /* node 2 wants it meanwhile */
+    deliver(w, find_msg(w, DSM_GETS, 0));
+    ck_assert_int_eq(find_msg(w, DSM_RECALL, 1), -1); /* queued, not racing */
+    drain(w);
+    ck_assert_uint_eq(w->writes, 1);
+    ck_assert_uint_eq(w->reads, 1);
+    ck_assert_uint_eq(w->node[1].stats.recalls_received, 1);
+    model_free(w);
+}
+END_TEST
+
+START_TEST(home_takes_its_page_back)
+{
+    struct model *w = model_new(4);
+    op(w, 1, 0, 4, true);
+    drain(w);
+    ck_assert_int_eq(w->prot[0][4], DSM_PROT_NONE);
+    op(w, 0, 0, 4, true); /* home's own vCPU writes */
+    drain(w);
+    ck_assert_int_eq(w->prot[0][4], DSM_PROT_WRITE);
+    ck_assert_int_eq(w->prot[1][4], DSM_PROT_NONE);
+    op(w, 1, 0, 4, false); /* and node 1 sees the home's write */
+    drain(w);
+    ck_assert_uint_eq(w->reads, 1);
+    model_free(w);
+}
+END_TEST
+
+START_TEST(local_work_takes_no_fault)
+{
+    struct model *w = model_new(5);
+    for (int k = 0; k < 100; k++)
+        op(w, 2, 0, 2, k % 2); /* page 2's home is node 2 */
+    ck_assert_int_eq(w->nbag, 0);
+    ck_assert_uint_eq(w->node[2].stats.read_faults + w->node[2].stats.write_faults, 0);
+    model_free(w);
+}
+END_TEST
+
+START_TEST(malformed_messages_dropped)
+{
+    struct model *w = model_new(6);
+    struct dsm_node *n = &w->node[0];
+    uint8_t page[DSM_PAGE_SIZE] = {0};
+    struct dsm_msg m = {.type = 0x99, .src = 1, .page = 0};
+    ck_assert_int_eq(dsm_receive(n, 1, &m, NULL), -EPROTO);
+    m = (struct dsm_msg){.type = DSM_GETS, .src = 1, .page = PAGES};
+    ck_assert_int_eq(dsm_receive(n, 1, &m, NULL), -EPROTO);
+    m = (struct dsm_msg){.type = DSM_GETS, .src = 2, .page = 0}; /* lies about its sender */
+    ck_assert_int_eq(dsm_receive(n, 1, &m, NULL), -EPROTO);
+    m = (struct dsm_msg){.type = DSM_GETS, .src = 9, .page = 0};
+    ck_assert_int_eq(dsm_receive(n, 9, &m, NULL), -EPROTO);
+    m = (struct dsm_msg){.type = DSM_GETS, .src = 1, .page = 0};
+    ck_assert_int_eq(dsm_receive(n, 1, &m, page), -EPROTO); /* no payload on a GetS */
+    m = (struct dsm_msg){.type = DSM_DATA, .mode = DSM_MODE_M, .src = 1, .page = 0};
+    ck_assert_int_eq(dsm_receive(n, 1, &m, NULL), -EPROTO); /* data without data */
+    ck_assert_int_eq(dsm_receive(n, 1, &m, page), -EPROTO); /* nobody asked; 1 is not home */
+    m = (struct dsm_msg){.type = DSM_UNBLOCK, .src = 1, .page = 0};
+    ck_assert_int_eq(dsm_receive(n, 1, &m, NULL), -EPROTO); /* nothing to unblock */
+    m = (struct dsm_msg){.type = DSM_INV, .src = 0, .page = 1};
+    ck_assert_int_eq(dsm_receive(&w->node[2], 0, &m, NULL), -EPROTO); /* 0 is not page 1's home */
+    ck_assert_uint_eq(n->stats.dropped[DSM_DROP_TYPE], 1);
+    ck_assert_uint_eq(n->stats.dropped[DSM_DROP_PAGE], 1);
+    ck_assert_uint_eq(n->stats.dropped[DSM_DROP_SRC], 2);
+    ck_assert_uint_eq(n->stats.dropped[DSM_DROP_PAYLOAD], 2);
+    ck_assert_uint_eq(n->stats.dropped[DSM_DROP_STATE], 2);
+    ck_assert_int_eq(w->nbag, 0); /* and nothing was acted upon */
+    ck_assert_int_eq(w->prot[0][0], DSM_PROT_WRITE);
+    model_free(w);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("dsm_model");
+    TCase *t = tcase_create("model");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, random_interleavings);
+    tcase_add_test(t, local_faults_coalesce);
+    tcase_add_test(t, invalidation_races_upgrade);
+    tcase_add_test(t, request_for_page_in_transit);
+    tcase_add_test(t, home_takes_its_page_back);
+    tcase_add_test(t, local_work_takes_no_fault);
+    tcase_add_test(t, malformed_messages_dropped);
+    suite_add_tcase(s, t);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
