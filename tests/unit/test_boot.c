@@ -311,6 +311,8 @@ START_TEST(e820_layouts)
 }
 END_TEST
 
+#include "tests/unit/unit.h"
+
 int main(void)
 {
     Suite *s = suite_create("boot");
@@ -323,9 +325,5 @@ int main(void)
     tcase_add_test(t, boot_params_and_initrd);
     tcase_add_test(t, e820_layouts);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s);
 }

@@ -313,6 +313,8 @@ START_TEST(uart_8250)
 }
 END_TEST
 
+#include "tests/unit/unit.h"
+
 int main(void)
 {
     Suite *s = suite_create("devices");
@@ -326,9 +328,5 @@ int main(void)
     tcase_add_test(t, ioapic_edge_level);
     tcase_add_test(t, uart_8250);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s);
 }

@@ -401,6 +401,8 @@ START_TEST(malformed_messages_dropped)
 }
 END_TEST
 
+#include "tests/unit/unit.h"
+
 int main(void)
 {
     Suite *s = suite_create("dsm_model");
@@ -414,9 +416,5 @@ int main(void)
     tcase_add_test(t, local_work_takes_no_fault);
     tcase_add_test(t, malformed_messages_dropped);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s);
 }

@@ -180,6 +180,8 @@ START_TEST(join_mac)
 }
 END_TEST
 
+#include "tests/unit/unit.h"
+
 int main(void)
 {
     Suite *s = suite_create("interconnect");
@@ -191,9 +193,5 @@ int main(void)
     tcase_add_test(t, node_flags);
     tcase_add_test(t, join_mac);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s);
 }

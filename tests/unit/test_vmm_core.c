@@ -185,6 +185,8 @@ START_TEST(decoder)
 }
 END_TEST
 
+#include "tests/unit/unit.h"
+
 int main(void)
 {
     Suite *s = suite_create("vmm_core");
@@ -197,9 +199,5 @@ int main(void)
     tcase_add_test(t, memory_high_region);
     tcase_add_test(t, decoder);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return run_suite(s);
 }
