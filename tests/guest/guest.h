@@ -49,6 +49,7 @@ struct percpu {
     volatile uint32_t online;
     volatile uint64_t ticks;
     volatile uint64_t ipi_from[MAX_CPUS];
+    volatile uint64_t nmis;
     uint64_t saved_ksp; /* kernel rsp while the CPU is in user mode */
 } __attribute__((aligned(64)));
 

@@ -326,6 +326,10 @@ void trap(struct trap_frame *f)
         service(f, cpu);
         return;
     }
+    if (v == 2) { /* NMI: counted, and no EOI */
+        cpus[cpu].nmis++;
+        return;
+    }
     if (v == VEC_TIMER) {
         cpus[cpu].ticks++;
     } else if (v >= VEC_IPI_BASE && v < VEC_IPI_BASE + MAX_CPUS) {

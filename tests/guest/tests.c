@@ -119,6 +119,16 @@ static void ipi_run(int cpu)
         while (cpus[cpu].ipi_from[src] < ipi_rounds && !timed_out(t0, 30))
             cpu_relax();
     ubarrier();
+    /* One NMI IPI to the next CPU: each must see exactly one. */
+    int next = (cpu + 1) % ncpus;
+    L(0x310) = cpus[next].apic_id << 24;
+    L(0x300) = 0x400; /* delivery mode NMI */
+    t0 = rdtsc();
+    while (cpus[cpu].nmis < 1 && !timed_out(t0, 30))
+        cpu_relax();
+    ubarrier();
+    if (cpus[cpu].nmis != 1)
+        ufail(cpu, "received %lu NMIs, expected 1", cpus[cpu].nmis);
     for (int src = 0; src < ncpus; src++)
         if (cpus[cpu].ipi_from[src] != ipi_rounds)
             ufail(cpu, "received %lu IPIs from cpu %d, expected %lu", cpus[cpu].ipi_from[src],
