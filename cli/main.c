@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "dsm/tools.h"
 #include "interconnect/tools.h"
 
 static const struct command {
@@ -14,6 +15,7 @@ static const struct command {
     {"run", cmd_run, "start a guest (all nodes on this host)"},
     {"bench", cmd_bench, "benchmarks: vmexit, fabric (one JSON line each)"},
     {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
+    {"dsm-check", dsm_check_main, "check the DSM end to end (userfaultfd + fabric, host threads)"},
 };
 
 static void usage(FILE *f)

@@ -60,7 +60,9 @@ struct dsm_ops {
     void *ctx;
     /* Sends m to node dst (dst may be this node); payload is NULL or 4 KiB. */
     int (*send)(void *ctx, int dst, const struct dsm_msg *m, const void *payload);
-    /* Sets the guest's access to the page; returns once it is in force. */
+    /* Sets the guest's access to the page; returns once it is in force.
+     * A failure leaves the guest with more access than the protocol allows:
+     * the engine counts it (map_errors) and the host must treat it as fatal. */
     int (*map)(void *ctx, uint64_t page, enum dsm_prot prot);
     /* This node's copy of the page (agent view: never faults). */
     uint8_t *(*page_data)(void *ctx, uint64_t page);
@@ -77,6 +79,7 @@ struct dsm_stats {
     uint64_t read_faults, write_faults, upgrades;
     uint64_t inv_sent, inv_received, recalls_sent, recalls_received;
     uint64_t bytes_moved;
+    uint64_t map_errors;
     uint64_t dropped[DSM_DROP_COUNT];
     uint64_t service_ns_log2[DSM_HIST_BUCKETS]; /* fault-to-access time histogram */
 };

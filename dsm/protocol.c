@@ -119,9 +119,15 @@ int dsm_fault(struct dsm_node *n, uint64_t page, bool write)
     return request(n, page, st == C_S ? C_SM : C_IM, DSM_GETM);
 }
 
+static void set_map(struct dsm_node *n, uint64_t page, enum dsm_prot prot)
+{
+    if (n->ops.map(n->ops.ctx, page, prot) < 0)
+        n->stats.map_errors++;
+}
+
 static void completed(struct dsm_node *n, uint64_t page, uint8_t state, enum dsm_prot prot)
 {
-    n->ops.map(n->ops.ctx, page, prot);
+    set_map(n, page, prot);
     n->cache[page] = state;
     uint64_t dt = n->ops.now_ns(n->ops.ctx) - n->fault_t0[page];
     int b = dt ? 63 - __builtin_clzll(dt) : 0;
@@ -161,7 +167,7 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
         if (st != C_S && st != C_SM)
             return -EPROTO;
         /* Acknowledge only once the mapping is gone. */
-        n->ops.map(n->ops.ctx, p, DSM_PROT_NONE);
+        set_map(n, p, DSM_PROT_NONE);
         n->cache[p] = st == C_S ? C_I : C_IM;
         n->stats.inv_received++;
         send(n, from, DSM_INV_ACK, 0, p, NULL);
@@ -169,7 +175,7 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
     case DSM_RECALL:
         if (st != C_M || (m->mode != DSM_MODE_S && m->mode != DSM_MODE_I))
             return -EPROTO;
-        n->ops.map(n->ops.ctx, p, m->mode == DSM_MODE_S ? DSM_PROT_READ : DSM_PROT_NONE);
+        set_map(n, p, m->mode == DSM_MODE_S ? DSM_PROT_READ : DSM_PROT_NONE);
         n->cache[p] = m->mode == DSM_MODE_S ? C_S : C_I;
         n->stats.recalls_received++;
         send(n, from, DSM_WB_DATA, 0, p, n->ops.page_data(n->ops.ctx, p));

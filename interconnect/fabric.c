@@ -34,21 +34,21 @@
  * interface's tag (arg0) and 64-bit remote CQ data; providers such as shm
  * send messages up to 4096 bytes inline, and a 32-byte header in front of a
  * page would push every page past that. Everything else travels as header
- * plus payload, with CQ data 0. CQ data layout of the compact form:
- * bits 0-7 format (1), 8-15 version, 16-23 type, 24-39 src, 40-55 dst,
- * 56-63 flags. */
+ * plus payload, with CQ data 0. CQ data layout of the compact form (which
+ * needs flags 0 and arg1 < 256): bits 0-7 format (1), 8-15 version,
+ * 16-23 type, 24-39 src, 40-55 dst, 56-63 arg1. */
 #define WIRE_FULL 0
 #define WIRE_PAGE 1
 
 static bool compact(const struct ic_hdr *h)
 {
-    return h->payload_len == IC_MAX_PAYLOAD && h->arg1 == 0 && h->flags < 256;
+    return h->payload_len == IC_MAX_PAYLOAD && h->arg1 < 256 && h->flags == 0;
 }
 
 static uint64_t pack_data(const struct ic_hdr *h)
 {
     return WIRE_PAGE | (uint64_t)h->version << 8 | (uint64_t)h->type << 16 |
-           (uint64_t)h->src_rank << 24 | (uint64_t)h->dst_rank << 40 | (uint64_t)h->flags << 56;
+           (uint64_t)h->src_rank << 24 | (uint64_t)h->dst_rank << 40 | h->arg1 << 56;
 }
 
 /* Rebuilds the header of a compact message; false if the framing is bad. */
@@ -59,7 +59,7 @@ static bool unpack_data(uint64_t data, uint64_t tag, size_t len, struct ic_hdr *
     *h = (struct ic_hdr){
         .magic = IC_MAGIC, .version = (uint8_t)(data >> 8), .type = (uint8_t)(data >> 16),
         .src_rank = (uint16_t)(data >> 24), .dst_rank = (uint16_t)(data >> 40),
-        .flags = (uint16_t)(data >> 56), .payload_len = IC_MAX_PAYLOAD, .arg0 = tag,
+        .arg1 = data >> 56, .payload_len = IC_MAX_PAYLOAD, .arg0 = tag,
     };
     return true;
 }

@@ -1,0 +1,246 @@
+/* `amalgam dsm-check`: the DSM end to end on real userfaultfd and a real
+ * fabric, with host threads standing in for vCPUs. Every rank's threads do
+ * `lock xadd` on one shared counter (home: rank 0) and plain increments on
+ * their own word of one shared page (home: the last rank: false sharing);
+ * rank 0 then checks the totals through its own guest view. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dsm/host.h"
+#include "dsm/tools.h"
+#include "interconnect/tools.h"
+
+#define T_DONE 0x10
+#define T_FINISH 0x11
+#define T_READY 0x12
+#define T_GO 0x13
+#define PAGES_PER_RANK 16
+
+struct check {
+    struct dsm_host host;
+    struct ic *ic;
+    int memfd;
+    uint8_t *guest, *agent;
+    uint64_t npages, iters;
+    int threads, done, finish, ready, go;
+    volatile bool stop;
+    int dead;
+};
+
+static int home_of(void *hctx, uint64_t page)
+{
+    struct check *c = hctx;
+    int h = (int)(page / PAGES_PER_RANK);
+    (void)c;
+    return h;
+}
+
+static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct check *c = ctx;
+    if (h->type == T_DONE)
+        __atomic_add_fetch(&c->done, 1, __ATOMIC_SEQ_CST);
+    else if (h->type == T_FINISH)
+        __atomic_store_n(&c->finish, 1, __ATOMIC_SEQ_CST);
+    else if (h->type == T_READY)
+        __atomic_add_fetch(&c->ready, 1, __ATOMIC_SEQ_CST);
+    else if (h->type == T_GO)
+        __atomic_store_n(&c->go, 1, __ATOMIC_SEQ_CST);
+    else
+        dsm_host_on_message(&c->host, h, payload);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void *progress(void *arg)
+{
+    struct check *c = arg;
+    uint64_t last = 0;
+    while (!c->stop) {
+        ic_poll(c->ic, on_message, c, 64);
+        uint64_t t = now_ns();
+        if (t - last > 50000000ULL) {
+            last = t;
+            if (ic_tick(c->ic, t) < 0) {
+                c->dead = ic_dead_rank(c->ic);
+                c->stop = true;
+            }
+        }
+    }
+    return NULL;
+}
+
+struct worker {
+    struct check *c;
+    int index;
+};
+
+static uint64_t *counter(struct check *c) { return (uint64_t *)c->guest; }
+static volatile uint64_t *slot(struct check *c, int i)
+{
+    return (volatile uint64_t *)(c->guest + (c->npages - 1) * DSM_PAGE_SIZE) + i;
+}
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+    struct check *c = w->c;
+    for (uint64_t i = 0; i < c->iters; i++) {
+        __atomic_fetch_add(counter(c), 1, __ATOMIC_SEQ_CST);
+        (*slot(c, w->index))++; /* not atomic: coherence alone keeps it exact */
+    }
+    return NULL;
+}
+
+static int wait_flag(struct check *c, int *flag, int want, int seconds)
+{
+    uint64_t end = now_ns() + (uint64_t)seconds * 1000000000ULL;
+    while (__atomic_load_n(flag, __ATOMIC_SEQ_CST) < want) {
+        if (c->stop || now_ns() > end)
+            return c->dead >= 0 ? -EPIPE : -ETIMEDOUT;
+        usleep(1000);
+    }
+    return 0;
+}
+
+static int verify(struct check *c, int size)
+{
+    uint64_t want = c->iters * (uint64_t)c->threads * (uint64_t)size, got = *counter(c);
+    int bad = got != want;
+    if (bad)
+        fprintf(stderr, "dsm-check: counter is %llu, expected %llu\n", (unsigned long long)got,
+                (unsigned long long)want);
+    for (int i = 0; i < c->threads * size; i++)
+        if (*slot(c, i) != c->iters) {
+            fprintf(stderr, "dsm-check: word %d is %llu, expected %llu\n", i,
+                    (unsigned long long)*slot(c, i), (unsigned long long)c->iters);
+            bad = 1;
+        }
+    return bad ? -EIO : 0;
+}
+
+static int run(struct check *c, const struct ic_config *cfg)
+{
+    char err[512];
+    int r = ic_open(cfg, &c->ic, err, sizeof err);
+    if (r < 0) {
+        fprintf(stderr, "amalgam dsm-check: rank %d: %s\n", cfg->rank, err);
+        return r;
+    }
+    c->npages = (uint64_t)cfg->size * PAGES_PER_RANK;
+    size_t len = c->npages * DSM_PAGE_SIZE;
+    c->memfd = memfd_create("amalgam-dsm-check", MFD_CLOEXEC);
+    if (c->memfd < 0 || ftruncate(c->memfd, (off_t)len) < 0)
+        return -errno;
+    c->guest = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
+    c->agent = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
+    if (c->guest == MAP_FAILED || c->agent == MAP_FAILED)
+        return -errno;
+    r = dsm_host_start(&c->host, c->ic, c->memfd, c->guest, c->agent, c->npages, home_of, c);
+    if (r < 0) {
+        fprintf(stderr, "amalgam dsm-check: cannot attach the DSM: %s\n", strerror(-r));
+        return r;
+    }
+    pthread_t prog, thr[64];
+    struct worker w[64];
+    pthread_create(&prog, NULL, progress, c);
+    /* Start together, so that the ranks really contend for the pages. */
+    if (cfg->rank == 0) {
+        __atomic_add_fetch(&c->ready, 1, __ATOMIC_SEQ_CST);
+        r = wait_flag(c, &c->ready, cfg->size, 60);
+        for (int p = 1; p < cfg->size && r == 0; p++)
+            ic_send(c->ic, p, T_GO, 0, 0, NULL, 0);
+    } else {
+        ic_send(c->ic, 0, T_READY, 0, 0, NULL, 0);
+        r = wait_flag(c, &c->go, 1, 60);
+    }
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < c->threads; i++) {
+        w[i] = (struct worker){c, cfg->rank * c->threads + i};
+        pthread_create(&thr[i], NULL, work, &w[i]);
+    }
+    for (int i = 0; i < c->threads; i++)
+        pthread_join(thr[i], NULL);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    if (cfg->rank == 0) {
+        __atomic_add_fetch(&c->done, 1, __ATOMIC_SEQ_CST);
+        r = wait_flag(c, &c->done, cfg->size, 120);
+        r = r ?: verify(c, cfg->size);
+        for (int p = 1; p < cfg->size; p++)
+            ic_send(c->ic, p, T_FINISH, 0, 0, NULL, 0);
+    } else {
+        ic_send(c->ic, 0, T_DONE, 0, 0, NULL, 0);
+        r = wait_flag(c, &c->finish, 1, 120);
+    }
+    const struct dsm_stats *s = &c->host.eng.stats;
+    if (r == 0 && (s->map_errors || c->host.resolve_errors))
+        r = -EIO; /* the guest view was not what the protocol said */
+    if (r == 0)
+        printf("dsm-check: rank %d of %d: ok in %.2f s; %llu read faults, %llu write faults "
+               "(%llu upgrades), %llu invalidations, %llu recalls, %llu userfaultfd events, "
+               "%llu resolve errors, %llu map errors\n", cfg->rank, cfg->size, secs,
+               (unsigned long long)s->read_faults, (unsigned long long)s->write_faults,
+               (unsigned long long)s->upgrades, (unsigned long long)s->inv_received,
+               (unsigned long long)s->recalls_received,
+               (unsigned long long)c->host.uffd_events, (unsigned long long)c->host.resolve_errors,
+               (unsigned long long)s->map_errors);
+    else if (r == -EPIPE)
+        fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
+                cfg->rank, c->dead);
+    else
+        fprintf(stderr, "amalgam dsm-check: rank %d: %s\n", cfg->rank, strerror(-r));
+    usleep(200000); /* let the last messages leave before the endpoint closes */
+    c->stop = true;
+    pthread_join(prog, NULL);
+    dsm_host_stop(&c->host);
+    ic_close(c->ic);
+    return r;
+}
+
+int dsm_check_main(int argc, char **argv)
+{
+    struct ic_config cfg;
+    char err[512];
+    static struct check c;
+    c.threads = 2;
+    c.iters = 100000;
+    c.dead = -1;
+    if (ic_parse_node_flags(&argc, argv, &cfg, err, sizeof err) < 0 ||
+        dsm_register_types(&cfg.types) < 0 || ic_types_add(&cfg.types, T_DONE, 0, 0) < 0 ||
+        ic_types_add(&cfg.types, T_FINISH, 0, 0) < 0 || ic_types_add(&cfg.types, T_READY, 0, 0) < 0 ||
+        ic_types_add(&cfg.types, T_GO, 0, 0) < 0) {
+        fprintf(stderr, "amalgam dsm-check: %s\n", err);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            c.threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
+            c.iters = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--local") && i + 1 < argc && cfg.rank < 0) {
+            int n = atoi(argv[++i]);
+            argv[i - 1] = "--threads", argv[i] = "2"; /* replaced: children must not recurse */
+            return ic_spawn_local(NULL, argc, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
+        } else {
+            fprintf(stderr, "amalgam dsm-check: unknown flag '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (c.threads < 1 || c.threads > 64 || c.iters < 1 ||
+        c.threads * (cfg.size > 0 ? cfg.size : 1) * 8 > DSM_PAGE_SIZE) {
+        fprintf(stderr, "amalgam dsm-check: --threads 1..64 (and threads x ranks <= 512)\n");
+        return 2;
+    }
+    return run(&c, &cfg) < 0 ? 1 : 0;
+}

@@ -1,0 +1,284 @@
+/* The DSM engine on real userfaultfd and a real fabric (see host.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dsm/host.h"
+
+/* Newer than Debian 12's 6.1 headers. */
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
+#endif
+
+int dsm_register_types(struct ic_types *t)
+{
+    for (int type = DSM_MSG_FIRST; type <= DSM_MSG_LAST; type++) {
+        bool data = type == DSM_DATA || type == DSM_WB_DATA;
+        int r = ic_types_add(t, (uint8_t)type, data ? DSM_PAGE_SIZE : 0,
+                             data ? DSM_PAGE_SIZE : 0);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- engine ops ----------------------------------------------------------- */
+
+/* AMALGAM_DSM_TRACE=1: one stderr line per DSM event, for debugging. */
+static int trace_on = -1;
+#define TRACE(h, ...)                                                                   \
+    do {                                                                                \
+        if (trace_on < 0)                                                               \
+            trace_on = getenv("AMALGAM_DSM_TRACE") != NULL;                             \
+        if (trace_on) {                                                                 \
+            fprintf(stderr, "[dsm %d] ", (h)->eng.self);                                \
+            fprintf(stderr, __VA_ARGS__);                                               \
+            fputc('\n', stderr);                                                       \
+        }                                                                               \
+    } while (0)
+
+static int op_send(void *ctx, int dst, const struct dsm_msg *m, const void *payload)
+{
+    struct dsm_host *h = ctx;
+    TRACE(h, "send %#x mode %u page %llu -> %d%s", m->type, m->mode, (unsigned long long)m->page,
+          dst, payload ? " +data" : "");
+    if (dst == h->eng.self) {
+        if (h->local_count == DSM_LOCAL_QUEUE)
+            return -ENOSPC;
+        struct dsm_local_msg *l = &h->local[(h->local_head + h->local_count++) % DSM_LOCAL_QUEUE];
+        l->m = *m;
+        l->has_payload = payload != NULL;
+        if (payload)
+            memcpy(l->payload, payload, DSM_PAGE_SIZE);
+        return 0;
+    }
+    return ic_send(h->ic, dst, m->type, m->page, m->mode, payload, payload ? DSM_PAGE_SIZE : 0);
+}
+
+static int op_map(void *ctx, uint64_t page, enum dsm_prot prot)
+{
+    struct dsm_host *h = ctx;
+    uint8_t *addr = h->guest_view + page * DSM_PAGE_SIZE;
+    TRACE(h, "map page %llu prot %d (word0 %llu)", (unsigned long long)page, prot,
+          (unsigned long long)*(uint64_t *)(h->agent_view + page * DSM_PAGE_SIZE));
+    if (prot == DSM_PROT_NONE)
+        return madvise(addr, DSM_PAGE_SIZE, MADV_DONTNEED) < 0 ? -errno : 0;
+    if (prot == DSM_PROT_READ) {
+        /* A downgrade from M: the PTE stays, writes now fault. (After new
+         * data arrives there is no PTE yet; the fault's resolution maps it
+         * read-only then.) */
+        /* (The kernel refuses MODE_WP together with MODE_DONTWAKE.) */
+        struct uffdio_writeprotect wp = {
+            .range = {(uint64_t)(uintptr_t)addr, DSM_PAGE_SIZE},
+            .mode = UFFDIO_WRITEPROTECT_MODE_WP,
+        };
+        return ioctl(h->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+    }
+    return 0; /* granting write happens when the waiting fault is resolved */
+}
+
+static uint8_t *op_page_data(void *ctx, uint64_t page)
+{
+    struct dsm_host *h = ctx;
+    return h->agent_view + page * DSM_PAGE_SIZE;
+}
+
+static void op_wake(void *ctx, uint64_t page)
+{
+    struct dsm_host *h = ctx;
+    if (!h->woken_flag[page]) {
+        h->woken_flag[page] = 1;
+        h->woken[h->nwoken++] = page;
+    }
+}
+
+static uint64_t op_now(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- resolving faults ----------------------------------------------------- */
+
+static int uffd_ioctl(struct dsm_host *h, unsigned long req, void *arg)
+{
+    return ioctl(h->uffd, req, arg) < 0 ? -errno : 0;
+}
+
+/* Makes the guest view match the engine's verdict and wakes the faulters. */
+static void resolve(struct dsm_host *h, uint64_t page)
+{
+    uint64_t addr = (uint64_t)(uintptr_t)(h->guest_view + page * DSM_PAGE_SIZE);
+    struct uffdio_range range = {addr, DSM_PAGE_SIZE};
+    enum dsm_prot prot = dsm_access(&h->eng, page);
+    int r = 0;
+    if (prot != DSM_PROT_NONE) {
+        /* CONTINUE maps a page that is in the memfd; a never-touched one
+         * is not, so allocate it (no-op when present). */
+        fallocate(h->memfd, FALLOC_FL_KEEP_SIZE, (off_t)(page * DSM_PAGE_SIZE), DSM_PAGE_SIZE);
+        struct uffdio_continue c = {.range = range,
+                                    .mode = prot == DSM_PROT_READ ? UFFDIO_CONTINUE_MODE_WP : 0};
+        r = uffd_ioctl(h, UFFDIO_CONTINUE, &c);
+        if (r == -EEXIST && prot == DSM_PROT_WRITE) {
+            struct uffdio_writeprotect wp = {.range = range, .mode = 0}; /* also wakes */
+            r = uffd_ioctl(h, UFFDIO_WRITEPROTECT, &wp);
+        } else if (r == -EEXIST) {
+            r = uffd_ioctl(h, UFFDIO_WAKE, &range);
+        }
+    } else {
+        r = uffd_ioctl(h, UFFDIO_WAKE, &range); /* it faults again and asks again */
+    }
+    TRACE(h, "resolve page %llu prot %d -> %d", (unsigned long long)page, prot, r);
+    if (r < 0 && r != -EAGAIN)
+        h->resolve_errors++;
+}
+
+/* After any engine call: handle self-addressed messages, then resolve the
+ * pages the engine woke. Lock held. */
+static void settle(struct dsm_host *h)
+{
+    while (h->local_count) {
+        struct dsm_local_msg *l = &h->local[h->local_head];
+        h->local_head = (h->local_head + 1) % DSM_LOCAL_QUEUE;
+        h->local_count--;
+        struct dsm_local_msg copy = *l; /* the slot may be reused by the call */
+        dsm_receive(&h->eng, h->eng.self, &copy.m, copy.has_payload ? copy.payload : NULL);
+    }
+    for (unsigned i = 0; i < h->nwoken; i++) {
+        h->woken_flag[h->woken[i]] = 0;
+        resolve(h, h->woken[i]);
+    }
+    h->nwoken = 0;
+}
+
+void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payload)
+{
+    struct dsm_host *h = ctx;
+    struct dsm_msg m = {.type = hdr->type, .mode = (uint8_t)hdr->arg1,
+                        .src = hdr->src_rank, .page = hdr->arg0};
+    if (hdr->type < DSM_MSG_FIRST || hdr->type > DSM_MSG_LAST || hdr->arg1 > DSM_MODE_M)
+        return;
+    pthread_mutex_lock(&h->lock);
+    TRACE(h, "recv %#x mode %u page %llu from %d", m.type, m.mode, (unsigned long long)m.page,
+          m.src);
+    dsm_receive(&h->eng, hdr->src_rank, &m, payload);
+    settle(h);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
+{
+    uint64_t addr = msg->arg.pagefault.address & ~(uint64_t)(DSM_PAGE_SIZE - 1);
+    uint64_t base = (uint64_t)(uintptr_t)h->guest_view;
+    if (addr < base || addr >= base + h->npages * DSM_PAGE_SIZE)
+        return;
+    uint64_t page = (addr - base) / DSM_PAGE_SIZE;
+    bool write = msg->arg.pagefault.flags & (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
+    pthread_mutex_lock(&h->lock);
+    h->uffd_events++;
+    TRACE(h, "fault page %llu flags %#llx", (unsigned long long)page,
+          (unsigned long long)msg->arg.pagefault.flags);
+    if (dsm_fault(&h->eng, page, write) == 0)
+        resolve(h, page);
+    settle(h);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void *fault_thread(void *arg)
+{
+    struct dsm_host *h = arg;
+    struct uffd_msg msgs[16];
+    for (;;) {
+        struct pollfd p[2] = {{.fd = h->uffd, .events = POLLIN}, {.fd = h->stop_efd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents)
+            break;
+        ssize_t n = read(h->uffd, msgs, sizeof msgs);
+        for (ssize_t i = 0; i < n / (ssize_t)sizeof msgs[0]; i++)
+            if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+                on_fault(h, &msgs[i]);
+    }
+    return NULL;
+}
+
+static int open_uffd(struct dsm_host *h)
+{
+    h->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (h->uffd < 0)
+        return -errno;
+    struct uffdio_api api = {
+        .api = UFFD_API,
+        .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
+                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+    };
+    if (ioctl(h->uffd, UFFDIO_API, &api) < 0)
+        return -errno;
+    struct uffdio_register reg = {
+        .range = {(uint64_t)(uintptr_t)h->guest_view, h->npages * DSM_PAGE_SIZE},
+        .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
+                UFFDIO_REGISTER_MODE_WP,
+    };
+    return ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+}
+
+int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_view,
+                   uint8_t *agent_view, uint64_t npages,
+                   int (*home_of)(void *hctx, uint64_t page), void *hctx)
+{
+    memset(h, 0, sizeof *h);
+    h->uffd = h->stop_efd = -1;
+    h->ic = ic;
+    h->memfd = memfd;
+    h->guest_view = guest_view;
+    h->agent_view = agent_view;
+    h->npages = npages;
+    pthread_mutex_init(&h->lock, NULL);
+    h->local = calloc(DSM_LOCAL_QUEUE, sizeof *h->local);
+    h->woken = calloc(npages, sizeof *h->woken);
+    h->woken_flag = calloc(npages, 1);
+    if (!h->local || !h->woken || !h->woken_flag)
+        return -ENOMEM;
+    /* Pages not at home must not be mapped before the DSM governs them. */
+    madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
+    struct dsm_ops ops = {h, op_send, op_map, op_page_data, op_wake, op_now};
+    int r = dsm_node_init(&h->eng, ic_rank(ic), ic_size(ic), npages, home_of, hctx, &ops);
+    r = r ?: open_uffd(h);
+    if (r < 0)
+        return r;
+    h->stop_efd = eventfd(0, EFD_CLOEXEC);
+    if (h->stop_efd < 0 || pthread_create(&h->fault_thread, NULL, fault_thread, h))
+        return -EAGAIN;
+    h->fault_thread_started = true;
+    return 0;
+}
+
+void dsm_host_stop(struct dsm_host *h)
+{
+    if (h->fault_thread_started) {
+        uint64_t one = 1;
+        if (write(h->stop_efd, &one, sizeof one) == sizeof one)
+            pthread_join(h->fault_thread, NULL);
+    }
+    if (h->uffd >= 0)
+        close(h->uffd);
+    if (h->stop_efd >= 0)
+        close(h->stop_efd);
+    dsm_node_free(&h->eng);
+    free(h->local);
+    free(h->woken);
+    free(h->woken_flag);
+    pthread_mutex_destroy(&h->lock);
+}

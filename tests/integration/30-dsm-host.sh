@@ -1,0 +1,21 @@
+# The DSM end to end on real userfaultfd and a real fabric: node processes
+# whose host threads do lock xadd on one shared counter and plain increments
+# on their own words of one shared page; the totals must be exact.
+source "$(dirname "$0")/common.bash"
+[ -e /dev/userfaultfd ] || [ "$(id -u)" -eq 0 ] || skip "SKIP: userfaultfd needs root or /dev/userfaultfd"
+check() { # ranks, extra flags...
+    local n=$1; shift
+    out=$(timeout 120 "$AMALGAM" dsm-check --local "$n" "$@" 2>&1)
+    local rc=$? oks
+    oks=$(grep -c ': ok in' <<<"$out")
+    if [ $rc -eq 0 ] && [ "$oks" -eq "$n" ]; then
+        ok "$n ranks $*: $(grep 'rank 0 ' <<<"$out")"
+    else
+        fail "$n ranks $*: exit $rc: $out"
+    fi
+}
+check 2
+check 4
+check 2 --fabric tcp
+check 3 --iters 2000 --threads 3
+finish
