@@ -230,8 +230,9 @@ int dsm_check_main(int argc, char **argv)
             c.iters = strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--local") && i + 1 < argc && cfg.rank < 0) {
             int n = atoi(argv[++i]);
-            argv[i - 1] = "--threads", argv[i] = "2"; /* replaced: children must not recurse */
-            return ic_spawn_local(NULL, argc, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
+            /* The ranks get every flag but this one. */
+            memmove(&argv[i - 1], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
+            return ic_spawn_local(NULL, argc - 2, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
         } else {
             fprintf(stderr, "amalgam dsm-check: unknown flag '%s'\n", argv[i]);
             return 2;

@@ -107,8 +107,9 @@ int fabric_check_main(int argc, char **argv)
             hold = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--local") && i + 1 < argc && cfg.rank < 0) {
             int n = atoi(argv[++i]);
-            argv[i - 1] = "--hold", argv[i] = "0"; /* children must not recurse */
-            return ic_spawn_local(NULL, argc, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
+            /* The ranks get every flag but this one. */
+            memmove(&argv[i - 1], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
+            return ic_spawn_local(NULL, argc - 2, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
         } else {
             fprintf(stderr, "amalgam fabric-check: unknown flag '%s'\n", argv[i]);
             return 2;
