@@ -12,7 +12,8 @@ static const struct command {
     int (*fn)(int argc, char **argv);
     const char *help;
 } commands[] = {
-    {"run", cmd_run, "start a guest (all nodes on this host)"},
+    {"run", cmd_run, "start a guest (with --nodes K: over K node processes here)"},
+    {"node", cmd_node, "one node of a machine, under mpirun, srun or ssh"},
     {"bench", cmd_bench, "benchmarks: vmexit, fabric (one JSON line each)"},
     {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
     {"dsm-check", dsm_check_main, "check the DSM end to end (userfaultfd + fabric, host threads)"},

@@ -2,8 +2,13 @@
 #include <errno.h>
 #include <stdio.h>
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli/commands.h"
 #include "cli/run_args.h"
+#include "interconnect/tools.h"
+#include "vmm/cluster.h"
 
 /* Errors in what the user gave us (flags, kernel file) exit 2; the VMM or
  * host failing exits 1. */
@@ -15,6 +20,32 @@ static int status_for(int err)
     default:
         return 1;
     }
+}
+
+/* --nodes K: K `amalgam node` processes on this host, wired through the
+ * interconnect exactly as a launcher would wire them; node 0 has the
+ * console and its exit status is ours. */
+static int run_cluster(int argc, char **argv, const struct run_args *a)
+{
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    int n = 0;
+    if (!args)
+        return 1;
+    for (int i = 1; i < argc; i++) {
+        bool pair = !strcmp(argv[i], "--nodes") || !strcmp(argv[i], "--fabric");
+        if (pair)
+            i++;
+        else if (strncmp(argv[i], "--nodes=", 8) && strncmp(argv[i], "--fabric=", 9))
+            args[n++] = argv[i];
+    }
+    struct ic_config c = {.provider = IC_PROV_SHM};
+    if (a->fabric)
+        c.provider = !strcmp(a->fabric, "tcp") ? IC_PROV_TCP
+                     : !strcmp(a->fabric, "verbs") ? IC_PROV_VERBS
+                     : !strcmp(a->fabric, "auto") ? IC_PROV_AUTO : IC_PROV_SHM;
+    int r = ic_spawn_local("node", n, args, a->nodes, &c);
+    free(args);
+    return r;
 }
 
 int cmd_run(int argc, char **argv)
@@ -29,6 +60,8 @@ int cmd_run(int argc, char **argv)
         fputs(run_usage, stdout);
         return 0;
     }
+    if (a.nodes > 1)
+        return run_cluster(argc, argv, &a);
     struct vm *vm;
     int r = vm_create(&a.vm, &vm, err, sizeof err);
     if (r < 0) {
@@ -39,5 +72,45 @@ int cmd_run(int argc, char **argv)
     if (vm_exit_reason(vm) == VM_EXIT_ERROR)
         fprintf(stderr, "amalgam run: %s\n", vm_error(vm));
     vm_destroy(vm);
+    return status;
+}
+
+/* `amalgam node`: one node of a multi-node machine, started by `amalgam run
+ * --nodes`, mpirun, srun or ssh. Node flags (--rank, --ranks, --bootstrap,
+ * --secret-file, --fabric) plus the flags of `amalgam run`. */
+int cmd_node(int argc, char **argv)
+{
+    struct ic_config c;
+    struct run_args a;
+    char err[512] = "";
+    if (ic_parse_node_flags(&argc, argv, &c, err, sizeof err) < 0 ||
+        cluster_register_types(&c.types) < 0 || run_parse_args(argc, argv, &a, err, sizeof err) < 0) {
+        fprintf(stderr, "amalgam node: %s\n", err);
+        return 2;
+    }
+    if (a.help) {
+        fputs(run_usage, stdout);
+        return 0;
+    }
+    struct ic *ic;
+    if (ic_open(&c, &ic, err, sizeof err) < 0) {
+        fprintf(stderr, "amalgam node %d: %s\n", c.rank, err);
+        return 1;
+    }
+    a.vm.ic = ic;
+    if (c.rank != 0)
+        a.vm.console_in = -1; /* the console is node 0's */
+    struct vm *vm;
+    int r = vm_create(&a.vm, &vm, err, sizeof err), status;
+    if (r < 0) {
+        fprintf(stderr, "amalgam node %d: %s\n", c.rank, err[0] ? err : "cannot create the VM");
+        status = status_for(r);
+    } else {
+        status = vm_run(vm);
+        if (vm_exit_reason(vm) == VM_EXIT_ERROR && vm_error(vm)[0])
+            fprintf(stderr, "amalgam node %d: %s\n", c.rank, vm_error(vm));
+        vm_destroy(vm);
+    }
+    ic_close(ic);
     return status;
 }

@@ -21,6 +21,15 @@ const char run_usage[] =
     "  --vcpus N         number of vCPUs (1-255, default 1)\n"
     "  --mem SIZE        guest memory, e.g. 256M or 2G (default 256M, min 32M,\n"
     "                    multiple of 2M)\n"
+    "  --nodes K         spread the machine over K node processes on this host\n"
+    "                    (default 1); each is a NUMA node with an equal slice of\n"
+    "                    memory, kept coherent by the DSM\n"
+    "  --fabric P        interconnect between the nodes: shm (default here), tcp,\n"
+    "                    verbs or auto\n"
+    "  --placement P     vCPUs to nodes: round-robin (default), block, or a list\n"
+    "                    such as 0,0,1,1\n"
+    "  --distance D      NUMA distance between nodes for SLIT: one number, or a\n"
+    "                    matrix such as 10,20;20,10 (default 20)\n"
     "  --cpl0 MODE       auto|native|emulated: whether guest kernel code runs\n"
     "                    natively on this host; auto (default) measures it, and\n"
     "                    the emulated-CPL0 work-arounds are only used when emulated\n"
@@ -100,6 +109,41 @@ static int f_cpl0(struct run_args *a, const char *v, char *err, size_t n)
     return 0;
 }
 
+static int f_nodes(struct run_args *a, const char *v, char *err, size_t n)
+{
+    long x;
+    if (parse_int(v, 1, 64, &x) < 0) {
+        snprintf(err, n, "--nodes '%s': expected a number from 1 to 64", v);
+        return -EINVAL;
+    }
+    a->nodes = (int)x;
+    return 0;
+}
+
+static int f_fabric(struct run_args *a, const char *v, char *err, size_t n)
+{
+    if (strcmp(v, "shm") && strcmp(v, "tcp") && strcmp(v, "verbs") && strcmp(v, "auto")) {
+        snprintf(err, n, "--fabric '%s': expected shm, tcp, verbs or auto", v);
+        return -EINVAL;
+    }
+    a->fabric = v;
+    return 0;
+}
+
+static int f_placement(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)err, (void)n;
+    a->vm.placement = v;
+    return 0;
+}
+
+static int f_distance(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)err, (void)n;
+    a->vm.distance = v;
+    return 0;
+}
+
 static int f_verbose(struct run_args *a, const char *v, char *err, size_t n)
 {
     (void)v, (void)err, (void)n;
@@ -118,6 +162,8 @@ static const struct flag flags[] = {
     {"--vcpus", true, f_vcpus},     {"--mem", true, f_mem},
     {"--kernel", true, f_kernel},   {"--initrd", true, f_initrd},
     {"--append", true, f_append},   {"--cpl0", true, f_cpl0},
+    {"--nodes", true, f_nodes},     {"--fabric", true, f_fabric},
+    {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
     {"--help", false, f_help},      {"-h", false, f_help},
 };
@@ -143,6 +189,7 @@ static void set_defaults(struct run_args *a)
     a->vm.cpl0 = CPL0_AUTO;
     a->vm.console_out = 1;
     a->vm.console_in = 0;
+    a->nodes = 1;
 }
 
 int run_parse_args(int argc, char **argv, struct run_args *a, char *err, size_t errlen)

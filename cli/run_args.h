@@ -10,6 +10,8 @@
 
 struct run_args {
     struct vm_config vm;
+    int nodes;          /* node processes to start on this host */
+    const char *fabric; /* their interconnect provider, NULL: auto */
     bool help;
 };
 

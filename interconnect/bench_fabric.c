@@ -101,11 +101,17 @@ int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
             _exit(127);
         }
     }
+    /* Rank 0's status if it failed (for `run`, the guest's), else 1 if any
+     * other rank failed. */
     int status = 0;
     for (int i = 0; i < nranks; i++) {
-        int st;
-        if (pids[i] > 0 && waitpid(pids[i], &st, 0) > 0 && (!WIFEXITED(st) || WEXITSTATUS(st)))
-            status = 1;
+        int st, s;
+        if (pids[i] <= 0 || waitpid(pids[i], &st, 0) <= 0)
+            s = 1;
+        else
+            s = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (s && (i == 0 || !status))
+            status = s;
     }
     unlink(secret);
     return status;

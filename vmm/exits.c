@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "vmm/cluster.h"
 #include "vmm/vm.h"
 
 #define PM1A_EVT 0x600
@@ -79,9 +80,8 @@ static uint32_t pm_io(struct vm *vm, uint16_t port, bool write, uint32_t val)
 }
 
 /* One port access of `size` bytes; returns the value read. */
-static uint32_t port_access(struct vcpu *v, uint16_t port, int size, bool write, uint32_t val)
+uint32_t vm_port_access(struct vm *vm, uint16_t port, int size, bool write, uint32_t val)
 {
-    struct vm *vm = v->vm;
     if (port >= UART_COM1_PORT && port < UART_COM1_PORT + 8)
         return uart_io(vm, port, write, val);
     if (port >= PM1A_EVT && port < PM_TMR + 4)
@@ -121,7 +121,10 @@ int handle_io(struct vcpu *v)
         uint32_t val = 0;
         if (write)
             memcpy(&val, data, (size_t)size);
-        uint32_t r = port_access(v, run->io.port, size, write, val);
+        /* Devices live on node 0; elsewhere their ports are forwarded. */
+        uint32_t r = v->vm->cfg.ic && v->vm->node != 0
+                         ? cluster_forward_io(v, run->io.port, size, write, val)
+                         : vm_port_access(v->vm, run->io.port, size, write, val);
         if (!write)
             memcpy(data, &r, (size_t)size);
     }
@@ -160,22 +163,32 @@ static int lapic_mmio(struct vcpu *v, uint64_t off, bool write, uint8_t *data, i
     return 0;
 }
 
-static int ioapic_mmio(struct vm *vm, uint64_t off, bool write, uint8_t *data, int len)
+uint32_t vm_ioapic_access(struct vm *vm, uint64_t offset, bool write, uint32_t val)
 {
     struct ioapic_out out = {0};
+    uint32_t r = 0;
+    pthread_mutex_lock(&vm->dev_lock);
+    if (write)
+        ioapic_mmio_write(&vm->ioapic, offset, val, &out);
+    else
+        ioapic_mmio_read(&vm->ioapic, offset, &r);
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_all(vm, &out);
+    return r;
+}
+
+static int ioapic_mmio(struct vcpu *v, uint64_t addr, bool write, uint8_t *data, int len)
+{
     uint32_t val = 0;
     if (len != 4)
         return 0;
-    pthread_mutex_lock(&vm->dev_lock);
-    if (write) {
+    if (write)
         memcpy(&val, data, 4);
-        ioapic_mmio_write(&vm->ioapic, off, val, &out);
-    } else {
-        ioapic_mmio_read(&vm->ioapic, off, &val);
-        memcpy(data, &val, 4);
-    }
-    pthread_mutex_unlock(&vm->dev_lock);
-    deliver_all(vm, &out);
+    uint32_t r = v->vm->cfg.ic && v->vm->node != 0
+                     ? cluster_forward_mmio(v, addr, write, val)
+                     : vm_ioapic_access(v->vm, addr & 0xfff, write, val);
+    if (!write)
+        memcpy(data, &r, 4);
     return 0;
 }
 
@@ -189,7 +202,7 @@ int handle_mmio(struct vcpu *v)
     if ((base & APICBASE_EN) && !(base & APICBASE_EXTD) && in_page(addr, base))
         return lapic_mmio(v, addr & 0xfff, write, run->mmio.data, len);
     if (in_page(addr, IOAPIC_DEFAULT_BASE))
-        return ioapic_mmio(v->vm, addr & 0xfff, write, run->mmio.data, len);
+        return ioapic_mmio(v, addr, write, run->mmio.data, len);
     if (!write)
         memset(run->mmio.data, 0xff, sizeof run->mmio.data);
     if (v->vm->cfg.verbose && atomic_fetch_add(&v->vm->unknown_port_logged, 1) < 32)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "vmm/boot.h"
+#include "vmm/cluster.h"
 #include "vmm/emulate.h"
 #include "vmm/kvm.h"
 #include "vmm/vm.h"
@@ -53,7 +54,7 @@ int vmm_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-void vm_stop(struct vm *vm, enum vm_exit_reason why, int status)
+void vm_stop_local(struct vm *vm, enum vm_exit_reason why, int status)
 {
     int expected = 0;
     if (!atomic_compare_exchange_strong(&vm->stopping, &expected, 1))
@@ -68,6 +69,15 @@ void vm_stop(struct vm *vm, enum vm_exit_reason why, int status)
     }
 }
 
+void vm_stop(struct vm *vm, enum vm_exit_reason why, int status)
+{
+    if (atomic_load(&vm->stopping))
+        return;
+    vm_stop_local(vm, why, status);
+    if (vm->cfg.ic)
+        cluster_broadcast_stop(vm);
+}
+
 void vm_fail(struct vm *vm, const char *fmt, ...)
 {
     if (atomic_load(&vm->stopping))
@@ -79,11 +89,13 @@ void vm_fail(struct vm *vm, const char *fmt, ...)
     vm_stop(vm, VM_EXIT_ERROR, 1);
 }
 
-void vm_deliver(struct vm *vm, const struct apic_msg *m)
+void vm_deliver_local(struct vm *vm, const struct apic_msg *m)
 {
     bool lowest = m->delivery == APIC_DM_LOWEST;
     for (int i = 0; i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
+        if (!v->local)
+            continue;
         pthread_mutex_lock(&v->lock);
         bool hit = lapic_match(&v->lapic, m);
         if (hit)
@@ -95,6 +107,13 @@ void vm_deliver(struct vm *vm, const struct apic_msg *m)
                 break; /* lowest priority: the first match takes it */
         }
     }
+}
+
+void vm_deliver(struct vm *vm, const struct apic_msg *m)
+{
+    vm_deliver_local(vm, m);
+    if (vm->cfg.ic)
+        cluster_send_ipi(vm, m);
 }
 
 static void deliver_out(struct vm *vm, const struct ioapic_out *out)
@@ -175,6 +194,7 @@ static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
     v->id = id;
     v->fd = -1;
     pthread_mutex_init(&v->lock, NULL);
+    pthread_cond_init(&v->io_cond, NULL);
     int r = kvm_create_vcpu(vm->vm_fd, id, vm->run_size, &v->fd, &v->run);
     r = r ?: kvm_set_cpuid(vm->kvm_fd, v->fd, (uint32_t)id, vm->nr_vcpus);
     if (r < 0) {
@@ -212,8 +232,8 @@ static int detect_cpl0(struct vm *vm)
  * also finds the RSDP by the legacy scan. */
 static int build_firmware_tables(struct vm *vm, char *err, size_t errlen)
 {
-    int r = numa_desc_build(&vm->machine, 1, vm->nr_vcpus, vm->cfg.mem_size, NULL, NULL, err,
-                            errlen);
+    int r = numa_desc_build(&vm->machine, vm->nnodes, vm->nr_vcpus, vm->cfg.mem_size,
+                            vm->cfg.placement, vm->cfg.distance, err, errlen);
     if (r < 0)
         return r;
     uint8_t *area = gmem_agent_ptr(&vm->mem, BOOT_ACPI_GPA, BOOT_ACPI_SIZE);
@@ -277,6 +297,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
     vm->mem.fd = -1;
     vm->nr_vcpus = cfg->nr_vcpus;
+    vm->node = cfg->ic ? ic_rank(cfg->ic) : 0;
+    vm->nnodes = cfg->ic ? ic_size(cfg->ic) : 1;
     pthread_mutex_init(&vm->dev_lock, NULL);
     vm->pm_timer_base_ns = vmm_now_ns();
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
@@ -320,6 +342,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     r = r ?: load_guest(vm, err, errlen);
     if (r < 0)
         goto fail;
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        vm->vcpus[i].local = vm->machine.vcpu_node[i] == vm->node;
     ioapic_init(&vm->ioapic, (uint32_t)vm->nr_vcpus);
     uart_init(&vm->uart, console_out, vm);
     *out = vm;
@@ -339,9 +363,13 @@ static int start_threads(struct vm *vm)
     struct sigaction sa = {.sa_handler = kick_handler};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGKICK, &sa, NULL);
-    /* APs first, so every thread id exists before the BSP can send IPIs. */
+    /* APs first, so every thread id exists before the BSP can send IPIs.
+     * Only the vCPUs placed on this node get a thread; the others stay
+     * created and parked, ready for a migration. */
     for (int i = vm->nr_vcpus - 1; i >= 0; i--) {
         struct vcpu *v = &vm->vcpus[i];
+        if (!v->local)
+            continue;
         int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
         if (r) {
             vm_fail(vm, "cannot start a thread for vCPU %d: %s", i, strerror(r));
@@ -408,13 +436,18 @@ int vm_run(struct vm *vm)
     sigaddset(&stop_sigs, SIGTERM);
     int sig_fd = signalfd(-1, &stop_sigs, SFD_CLOEXEC);
 
-    if (start_threads(vm) == 0)
+    char err[256] = "";
+    if (vm->cfg.ic && cluster_start(vm, err, sizeof err) < 0)
+        vm_fail(vm, "%s", err);
+    else if (start_threads(vm) == 0)
         main_loop(vm, sig_fd);
     for (int i = 0; i < vm->nr_vcpus; i++) {
         if (atomic_load(&vm->vcpus[i].thread_started))
             pthread_join(vm->vcpus[i].thread, NULL);
         atomic_store(&vm->vcpus[i].thread_started, false);
     }
+    if (vm->cfg.ic)
+        cluster_stop(vm);
     if (sig_fd >= 0)
         close(sig_fd);
     return vm->exit_status;
@@ -453,6 +486,7 @@ void vm_destroy(struct vm *vm)
         if (v->fd >= 0)
             close(v->fd);
         pthread_mutex_destroy(&v->lock);
+        pthread_cond_destroy(&v->io_cond);
     }
     free(vm->vcpus);
     gmem_destroy(&vm->mem);

@@ -47,6 +47,11 @@ struct vcpu {
 
     /* Bench port timing (only when vm->bench is set). */
     uint64_t bench_last_exit_ns;
+
+    bool local;              /* placed on this node: has a thread */
+    pthread_cond_t io_cond;  /* a forwarded device access was answered */
+    bool io_done;
+    uint32_t io_value;
 };
 
 /* Emulated-CPL0 fix-ups, counted per kind (see emulate.h). */
@@ -85,6 +90,12 @@ struct vm {
     _Atomic uint32_t unknown_port_logged;
 
     struct vm_bench_samples *bench;
+
+    /* Several nodes (cfg.ic set): */
+    int node, nnodes;
+    struct dsm_host *dsm;
+    pthread_t progress;
+    bool progress_started;
 };
 
 uint64_t vmm_now_ns(void);
@@ -97,6 +108,14 @@ void vm_fail(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 
 
 /* Delivers an APIC bus message to every vCPU it addresses, and kicks them. */
 void vm_deliver(struct vm *vm, const struct apic_msg *m);
+/* Only to this node's vCPUs (an IPI that arrived from another node). */
+void vm_deliver_local(struct vm *vm, const struct apic_msg *m);
+/* Like vm_stop, for a stop another node announced (not re-broadcast). */
+void vm_stop_local(struct vm *vm, enum vm_exit_reason why, int status);
+/* One device port access, on the node that owns the devices. */
+uint32_t vm_port_access(struct vm *vm, uint16_t port, int size, bool write, uint32_t val);
+/* An IOAPIC register access (offset in its page). */
+uint32_t vm_ioapic_access(struct vm *vm, uint64_t offset, bool write, uint32_t val);
 /* Drives an IOAPIC pin (takes dev_lock). */
 void vm_set_irq(struct vm *vm, int pin, int level);
 /* A level-triggered EOI from a LAPIC, for the IOAPIC (takes dev_lock). */

@@ -37,9 +37,15 @@ struct vm_config {
     bool verbose;
     int console_out;     /* fd the UART writes to */
     int console_in;      /* fd the UART reads host input from, -1: none */
+    /* Several nodes: this node's opened interconnect (its rank is the node
+     * id), vCPU placement and node distances. NULL: a one-node machine. */
+    struct ic *ic;
+    const char *placement;
+    const char *distance;
 };
 
 struct vm;
+struct ic;
 
 /* Why a run ended. */
 enum vm_exit_reason {

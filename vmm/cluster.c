@@ -1,0 +1,218 @@
+/* One node of a multi-node machine (see cluster.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsm/host.h"
+#include "vmm/cluster.h"
+#include "vmm/vm.h"
+
+int cluster_register_types(struct ic_types *t)
+{
+    int r = dsm_register_types(t);
+    r = r ?: ic_types_add(t, VM_T_IPI, sizeof(struct apic_msg), sizeof(struct apic_msg));
+    r = r ?: ic_types_add(t, VM_T_IO_REQ, 0, 0);
+    r = r ?: ic_types_add(t, VM_T_IO_REPLY, 0, 0);
+    return r ?: ic_types_add(t, VM_T_STOP, 0, 0);
+}
+
+/* DSM pages are memfd offsets; homes come from the NUMA slices of the
+ * guest-physical addresses they back. */
+static int home_of_page(void *hctx, uint64_t page)
+{
+    struct vm *vm = hctx;
+    uint64_t off = page * DSM_PAGE_SIZE;
+    uint64_t gpa = off < vm->mem.low_size ? off : GMEM_HIGH_BASE + (off - vm->mem.low_size);
+    int n = numa_node_of_gpa(&vm->machine, gpa);
+    return n < 0 ? 0 : n;
+}
+
+static bool valid_apic_msg(const struct apic_msg *m)
+{
+    return m->delivery != 3 && m->delivery <= APIC_DM_EXTINT && m->shorthand <= APIC_SH_OTHERS &&
+           m->shorthand != APIC_SH_SELF && m->dest_logical <= 1 && m->x2apic <= 1;
+}
+
+static void answer_io(struct vm *vm, const struct ic_hdr *h)
+{
+    uint16_t port = (uint16_t)h->arg0;
+    int size = (int)((h->arg0 >> 16) & 0xff);
+    bool write = (h->arg0 >> 24) & 1, mmio = (h->arg0 >> 25) & 1;
+    uint32_t val = (uint32_t)h->arg1, r;
+    if (vm->node != 0 || (!mmio && size != 1 && size != 2 && size != 4))
+        return;
+    if (mmio)
+        r = vm_ioapic_access(vm, (h->arg1 >> 32) & 0xfff, write, val);
+    else
+        r = vm_port_access(vm, port, size, write, val);
+    ic_send(vm->cfg.ic, h->src_rank, VM_T_IO_REPLY, h->arg0 >> 32, r, NULL, 0);
+}
+
+static void io_answered(struct vm *vm, const struct ic_hdr *h)
+{
+    if (h->arg0 >= (uint64_t)vm->nr_vcpus || h->src_rank != 0)
+        return;
+    struct vcpu *v = &vm->vcpus[h->arg0];
+    pthread_mutex_lock(&v->lock);
+    v->io_value = (uint32_t)h->arg1;
+    v->io_done = true;
+    pthread_cond_signal(&v->io_cond);
+    pthread_mutex_unlock(&v->lock);
+}
+
+static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct vm *vm = ctx;
+    struct apic_msg m;
+    switch (h->type) {
+    case VM_T_IPI:
+        memcpy(&m, payload, sizeof m);
+        if (valid_apic_msg(&m))
+            vm_deliver_local(vm, &m);
+        break;
+    case VM_T_IO_REQ:
+        answer_io(vm, h);
+        break;
+    case VM_T_IO_REPLY:
+        io_answered(vm, h);
+        break;
+    case VM_T_STOP:
+        if (h->arg0 == VM_EXIT_ERROR && !vm->error[0])
+            snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
+                     h->src_rank);
+        if (h->arg0 >= VM_EXIT_DEBUG_PORT && h->arg0 <= VM_EXIT_ERROR)
+            vm_stop_local(vm, (enum vm_exit_reason)h->arg0, (int)(h->arg1 & 0xff));
+        break;
+    default:
+        dsm_host_on_message(vm->dsm, h, payload);
+        break;
+    }
+}
+
+static void *progress(void *arg)
+{
+    struct vm *vm = arg;
+    uint64_t last = 0;
+    /* Signals go to the main loop and the vCPU threads, not here. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    while (!atomic_load(&vm->stopping)) {
+        int n = ic_poll(vm->cfg.ic, on_message, vm, 64);
+        uint64_t t = vmm_now_ns();
+        if (t - last > 50000000ULL) {
+            last = t;
+            if (ic_tick(vm->cfg.ic, t) < 0) {
+                vm_fail(vm, "node %d stopped answering (no heartbeat for %.1f s)",
+                        ic_dead_rank(vm->cfg.ic), IC_DEAD_NS / 1e9);
+                break;
+            }
+        }
+        if (n == 0)
+            ic_wait(vm->cfg.ic, 1);
+    }
+    /* Drain a little longer so that a stop we sent reaches the others. */
+    uint64_t end = vmm_now_ns() + 200000000ULL;
+    while (vmm_now_ns() < end)
+        if (ic_poll(vm->cfg.ic, on_message, vm, 64) == 0)
+            ic_wait(vm->cfg.ic, 5);
+    return NULL;
+}
+
+int cluster_start(struct vm *vm, char *err, size_t errlen)
+{
+    vm->dsm = calloc(1, sizeof *vm->dsm);
+    if (!vm->dsm)
+        return -ENOMEM;
+    uint64_t pages = vm->mem.size / DSM_PAGE_SIZE;
+    int r = dsm_host_start(vm->dsm, vm->cfg.ic, vm->mem.fd, vm->mem.guest_view,
+                           vm->mem.agent_view, pages, home_of_page, vm);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot attach the DSM to guest memory: %s", strerror(-r));
+        return r;
+    }
+    if (pthread_create(&vm->progress, NULL, progress, vm)) {
+        snprintf(err, errlen, "cannot start the node's message thread");
+        return -EAGAIN;
+    }
+    vm->progress_started = true;
+    return 0;
+}
+
+void cluster_stop(struct vm *vm)
+{
+    if (vm->progress_started)
+        pthread_join(vm->progress, NULL);
+    vm->progress_started = false;
+    if (vm->dsm) {
+        dsm_host_stop(vm->dsm);
+        free(vm->dsm);
+        vm->dsm = NULL;
+    }
+}
+
+void cluster_send_ipi(struct vm *vm, const struct apic_msg *m)
+{
+    bool to[IC_MAX_RANKS] = {false};
+    if (m->shorthand == APIC_SH_SELF)
+        return;
+    bool physical = m->shorthand == APIC_SH_NONE && !m->dest_logical &&
+                    m->dest != (m->x2apic ? APIC_BROADCAST_X2 : APIC_BROADCAST_XAPIC);
+    if (physical) {
+        /* APIC id = vCPU index: only the node that has it. */
+        if (m->dest < (uint32_t)vm->nr_vcpus)
+            to[vm->machine.vcpu_node[m->dest]] = true;
+    } else {
+        for (int n = 0; n < vm->nnodes; n++)
+            to[n] = true; /* each node matches its own vCPUs' logical ids */
+    }
+    for (int n = 0; n < vm->nnodes; n++)
+        if (to[n] && n != vm->node)
+            ic_send(vm->cfg.ic, n, VM_T_IPI, 0, 0, m, sizeof *m);
+}
+
+static uint32_t forward(struct vcpu *v, uint64_t arg0, uint64_t arg1)
+{
+    struct vm *vm = v->vm;
+    pthread_mutex_lock(&v->lock);
+    v->io_done = false;
+    pthread_mutex_unlock(&v->lock);
+    if (ic_send(vm->cfg.ic, 0, VM_T_IO_REQ, arg0 | ((uint64_t)v->id << 32), arg1, NULL, 0) < 0) {
+        vm_fail(vm, "vCPU %d: cannot reach node 0 for a device access", v->id);
+        return ~0u;
+    }
+    pthread_mutex_lock(&v->lock);
+    while (!v->io_done && !atomic_load(&vm->stopping)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&v->io_cond, &v->lock, &ts);
+    }
+    uint32_t r = v->io_done ? v->io_value : ~0u;
+    pthread_mutex_unlock(&v->lock);
+    return r;
+}
+
+uint32_t cluster_forward_io(struct vcpu *v, uint16_t port, int size, bool write, uint32_t val)
+{
+    return forward(v, (uint64_t)port | (uint64_t)size << 16 | (uint64_t)write << 24, val);
+}
+
+uint32_t cluster_forward_mmio(struct vcpu *v, uint64_t addr, bool write, uint32_t val)
+{
+    return forward(v, 4ULL << 16 | (uint64_t)write << 24 | 1ULL << 25,
+                   (addr & 0xfff) << 32 | val);
+}
+
+void cluster_broadcast_stop(struct vm *vm)
+{
+    for (int n = 0; n < vm->nnodes; n++)
+        if (n != vm->node)
+            ic_send(vm->cfg.ic, n, VM_T_STOP, (uint64_t)vm->exit_reason,
+                    (uint64_t)(vm->exit_status & 0xff), NULL, 0);
+}
