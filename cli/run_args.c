@@ -33,6 +33,9 @@ const char run_usage[] =
     "  --cpl0 MODE       auto|native|emulated: whether guest kernel code runs\n"
     "                    natively on this host; auto (default) measures it, and\n"
     "                    the emulated-CPL0 work-arounds are only used when emulated\n"
+    "  --stats           at exit, each node prints its DSM statistics on stderr:\n"
+    "                    faults, upgrades, invalidations, bytes moved and a\n"
+    "                    histogram of fault service times\n"
     "  --verbose, -v     report host detection and unassigned guest I/O on stderr\n"
     "  --help, -h        this text\n";
 
@@ -151,6 +154,13 @@ static int f_verbose(struct run_args *a, const char *v, char *err, size_t n)
     return 0;
 }
 
+static int f_stats(struct run_args *a, const char *v, char *err, size_t n)
+{
+    (void)v, (void)err, (void)n;
+    a->vm.stats = true;
+    return 0;
+}
+
 static int f_help(struct run_args *a, const char *v, char *err, size_t n)
 {
     (void)v, (void)err, (void)n;
@@ -165,6 +175,7 @@ static const struct flag flags[] = {
     {"--nodes", true, f_nodes},     {"--fabric", true, f_fabric},
     {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
+    {"--stats", false, f_stats},
     {"--help", false, f_help},      {"-h", false, f_help},
 };
 

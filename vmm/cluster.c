@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dsm/host.h"
 #include "vmm/cluster.h"
@@ -140,11 +141,41 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
+/* One write per node, so that the nodes' lines do not interleave. */
+static void print_stats(const struct vm *vm)
+{
+    const struct dsm_stats *s = &vm->dsm->eng.stats;
+    char buf[2048];
+    int o = snprintf(buf, sizeof buf,
+                     "amalgam node %d: dsm: %llu read faults, %llu write faults (%llu upgrades), "
+                     "%llu invalidations sent, %llu received, %llu recalls sent, %llu received, "
+                     "%llu KiB moved, %llu userfaultfd events; fault service time in us:",
+                     vm->node, (unsigned long long)s->read_faults,
+                     (unsigned long long)s->write_faults, (unsigned long long)s->upgrades,
+                     (unsigned long long)s->inv_sent, (unsigned long long)s->inv_received,
+                     (unsigned long long)s->recalls_sent, (unsigned long long)s->recalls_received,
+                     (unsigned long long)(s->bytes_moved >> 10),
+                     (unsigned long long)vm->dsm->uffd_events);
+    for (int b = 0; b < DSM_HIST_BUCKETS && o > 0 && (size_t)o < sizeof buf; b++)
+        if (s->service_ns_log2[b])
+            o += snprintf(buf + o, sizeof buf - (size_t)o, " [%.1f,%.1f):%llu",
+                          (double)(1ULL << b) / 1e3, (double)(2ULL << b) / 1e3,
+                          (unsigned long long)s->service_ns_log2[b]);
+    if (o > 0 && (size_t)o < sizeof buf - 1) {
+        buf[o++] = '\n';
+        if (write(2, buf, (size_t)o) < 0) {
+            /* stderr is gone: nothing better to do */
+        }
+    }
+}
+
 void cluster_stop(struct vm *vm)
 {
     if (vm->progress_started)
         pthread_join(vm->progress, NULL);
     vm->progress_started = false;
+    if (vm->dsm && vm->cfg.stats)
+        print_stats(vm);
     if (vm->dsm) {
         dsm_host_stop(vm->dsm);
         free(vm->dsm);

@@ -35,6 +35,7 @@ struct vm_config {
     const char *cmdline; /* NULL: empty */
     enum cpl0_mode cpl0;
     bool verbose;
+    bool stats;          /* print the DSM's per-node statistics at exit */
     int console_out;     /* fd the UART writes to */
     int console_in;      /* fd the UART reads host input from, -1: none */
     /* Several nodes: this node's opened interconnect (its rank is the node
