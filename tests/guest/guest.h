@@ -105,6 +105,7 @@ struct test {
     void (*setup)(void); /* CPL0, on the BSP before user mode; may be NULL */
 };
 extern const struct test tests[];
+extern const struct test litmus_tests[];
 
 /* shared by kernel.c and tests.c */
 void vformat(void (*out)(char), const char *fmt, __builtin_va_list ap);

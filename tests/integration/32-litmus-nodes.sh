@@ -1,0 +1,15 @@
+# Memory-model tests across nodes: litmus tests (millions of iterations;
+# an outcome x86-TSO forbids must never appear; the histogram is printed)
+# and false sharing, on one node and spread over nodes.
+source "$(dirname "$0")/common.bash"
+need_kvm
+for t in mp sb lb 2+2w; do
+    run_guest "$t" 0 --vcpus 2 --append "test=$t"
+    run_guest "$t" 0 --nodes 2 --vcpus 2 --mem 256M --append "test=$t iters=2000000"
+    grep '^litmus' "$TMP/out" || true
+done
+run_guest iriw 0 --nodes 4 --vcpus 4 --mem 256M --append "test=iriw iters=1000000"
+grep '^litmus' "$TMP/out" || true
+run_guest false-sharing 0 --nodes 2 --vcpus 4 --append "test=false-sharing iters=200000"
+run_guest false-sharing 0 --nodes 4 --vcpus 4 --append "test=false-sharing iters=200000"
+finish
