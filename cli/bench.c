@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "dsm/tools.h"
 #include "interconnect/tools.h"
 #include "vmm/bench.h"
 
@@ -13,6 +14,7 @@ static const struct bench {
 } benches[] = {
     {"vmexit", bench_vmexit_main, "guest port write -> VMM -> guest round trip"},
     {"fabric", bench_fabric_main, "ping-pong latency and bandwidth between two ranks"},
+    {"dsm", bench_dsm_main, "remote page-fault time seen by a guest, against the floor"},
     {NULL, NULL, NULL},
 };
 

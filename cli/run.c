@@ -38,12 +38,19 @@ static int run_cluster(int argc, char **argv, const struct run_args *a)
         else if (strncmp(argv[i], "--nodes=", 8) && strncmp(argv[i], "--fabric=", 9))
             args[n++] = argv[i];
     }
+    char err[512] = "";
+    int r = vm_preflight(&a->vm, a->nodes, err, sizeof err);
+    if (r < 0) {
+        free(args);
+        fprintf(stderr, "amalgam run: %s\n", err[0] ? err : strerror(-r));
+        return status_for(r);
+    }
     struct ic_config c = {.provider = IC_PROV_SHM};
     if (a->fabric)
         c.provider = !strcmp(a->fabric, "tcp") ? IC_PROV_TCP
                      : !strcmp(a->fabric, "verbs") ? IC_PROV_VERBS
                      : !strcmp(a->fabric, "auto") ? IC_PROV_AUTO : IC_PROV_SHM;
-    int r = ic_spawn_local("node", n, args, a->nodes, &c);
+    r = ic_spawn_local("node", n, args, a->nodes, &c);
     free(args);
     return r;
 }

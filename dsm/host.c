@@ -192,6 +192,8 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
           (unsigned long long)msg->arg.pagefault.flags);
     if (dsm_fault(&h->eng, page, write) == 0)
         resolve(h, page);
+    else
+        atomic_store(&h->last_request_ns, op_now(h));
     settle(h);
     pthread_mutex_unlock(&h->lock);
 }

@@ -16,6 +16,7 @@
 #define AMALGAM_DSM_HOST_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,6 +49,9 @@ struct dsm_host {
     uint8_t *woken_flag; /* each page at most once in woken[] */
     unsigned nwoken;
     uint64_t uffd_events, resolve_errors;
+    /* When this node last asked another for a page: its message loop polls
+     * without sleeping for a while after it, since the answer is coming. */
+    _Atomic uint64_t last_request_ns;
 };
 
 /* Registers the 0x20-0x28 DSM message types with an interconnect config. */

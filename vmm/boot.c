@@ -504,10 +504,18 @@ int boot_load(const struct boot_spec *spec, struct guest_mem *mem, struct boot_i
     fill_boot_params(bp, mem, spec, out, bz);
     out->boot_params_gpa = BOOT_PARAMS_GPA;
     r = gmem_write(mem, BOOT_PARAMS_GPA, bp, sizeof bp);
-    r = r ?: gmem_write(mem, BOOT_CMDLINE_GPA, cmdline, strlen(cmdline) + 1);
+    r = r ?: boot_set_cmdline(mem, cmdline);
     if (r < 0)
         return fail(err, errlen, r, "guest memory too small for boot data");
     return 0;
+}
+
+int boot_set_cmdline(struct guest_mem *mem, const char *cmdline)
+{
+    size_t n = strlen(cmdline);
+    if (n > BOOT_CMDLINE_MAX)
+        return -EINVAL;
+    return gmem_write(mem, BOOT_CMDLINE_GPA, cmdline, n + 1);
 }
 
 bool boot_is_linux(const char *path)

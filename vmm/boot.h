@@ -59,6 +59,10 @@ struct boot_info {
 int boot_load(const struct boot_spec *spec, struct guest_mem *mem,
               struct boot_info *out, char *err, size_t errlen);
 
+/* Replaces the command line boot_load wrote (same place, same pointer in
+ * boot_params); -EINVAL if it is longer than BOOT_CMDLINE_MAX. */
+int boot_set_cmdline(struct guest_mem *mem, const char *cmdline);
+
 /* True for a Linux kernel: a bzImage, or an ELF entered in the kernel's
  * high half (vmlinux). False for anything else or an unreadable file. */
 bool boot_is_linux(const char *path);

@@ -170,15 +170,18 @@ static int check_config(const struct vm_config *c, char *err, size_t errlen)
     return 0;
 }
 
-static int setup_memory(struct vm *vm, char *err, size_t errlen)
+static int create_memory(struct vm *vm, char *err, size_t errlen)
 {
     int r = gmem_create(&vm->mem, vm->cfg.mem_size);
-    if (r < 0) {
+    if (r < 0)
         snprintf(err, errlen, "cannot allocate %lluM of guest memory: %s",
                  (unsigned long long)(vm->cfg.mem_size >> 20), strerror(-r));
-        return r;
-    }
-    r = kvm_set_memslot(vm->vm_fd, 0, 0, vm->mem.low_size, vm->mem.guest_view);
+    return r;
+}
+
+static int register_memory(struct vm *vm, char *err, size_t errlen)
+{
+    int r = kvm_set_memslot(vm->vm_fd, 0, 0, vm->mem.low_size, vm->mem.guest_view);
     if (!r && vm->mem.high_size)
         r = kvm_set_memslot(vm->vm_fd, 1, GMEM_HIGH_BASE, vm->mem.high_size,
                             vm->mem.guest_view + vm->mem.low_size);
@@ -254,38 +257,49 @@ static const char *guest_cmdline(struct vm *vm, char *buf, size_t len)
 {
     const char *user = vm->cfg.cmdline ? vm->cfg.cmdline : "";
     if (!vm->cpl0_emulated || !boot_is_linux(vm->cfg.kernel))
-        return user;
+        return vm->cfg.cmdline;
     snprintf(buf, len, "%s%s%s", user, *user ? " " : "", LINUX_EMULATED_CPL0_ARGS);
     fprintf(stderr, "amalgam: guest kernel mode is emulated on this host: appending '%s' "
             "to the kernel command line\n", LINUX_EMULATED_CPL0_ARGS);
     return buf;
 }
 
+/* Loads the kernel before KVM is opened, so that a bad --kernel or --initrd
+ * is reported as such on any host, with the user's command line; the
+ * emulated-CPL0 arguments are appended once KVM has been probed. */
 static int load_guest(struct vm *vm, char *err, size_t errlen)
 {
-    char cmdline[BOOT_CMDLINE_MAX + 1];
     struct boot_spec spec = {
         .kernel_path = vm->cfg.kernel,
         .initrd_path = vm->cfg.initrd,
-        .cmdline = guest_cmdline(vm, cmdline, sizeof cmdline),
+        .cmdline = vm->cfg.cmdline,
         .acpi_rsdp_gpa = vm->rsdp_gpa,
     };
-    struct boot_info info;
     int r = x86_write_boot_tables(&vm->mem);
     if (r < 0) {
         snprintf(err, errlen, "cannot write the boot page tables: %s", strerror(-r));
         return r;
     }
-    r = boot_load(&spec, &vm->mem, &info, err, errlen);
-    if (r < 0)
+    return boot_load(&spec, &vm->mem, &vm->boot, err, errlen);
+}
+
+static int enter_guest(struct vm *vm, char *err, size_t errlen)
+{
+    char cmdline[BOOT_CMDLINE_MAX + 1];
+    const char *full = guest_cmdline(vm, cmdline, sizeof cmdline);
+    int r = full == vm->cfg.cmdline ? 0 : boot_set_cmdline(&vm->mem, full);
+    if (r < 0) {
+        snprintf(err, errlen, "the kernel command line with the emulated-CPL0 arguments is "
+                 "longer than %d bytes", BOOT_CMDLINE_MAX);
         return r;
-    r = x86_enter_long_mode(vm->vcpus[0].fd, info.entry_gpa, info.boot_params_gpa);
+    }
+    r = x86_enter_long_mode(vm->vcpus[0].fd, vm->boot.entry_gpa, vm->boot.boot_params_gpa);
     if (r < 0)
         snprintf(err, errlen, "cannot set the boot vCPU's registers: %s", strerror(-r));
     return r;
 }
 
-int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen)
+static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen)
 {
     int r = check_config(cfg, err, errlen);
     if (r < 0)
@@ -303,13 +317,41 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     vm->pm_timer_base_ns = vmm_now_ns();
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
     vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof *vm->vcpus);
+    *out = vm;
     if (vm->stop_efd < 0 || !vm->vcpus) {
-        r = -ENOMEM;
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        return -ENOMEM;
     }
     for (int i = 0; i < vm->nr_vcpus; i++)
         vm->vcpus[i].fd = -1;
+    return 0;
+}
+
+int vm_preflight(const struct vm_config *cfg, int nnodes, char *err, size_t errlen)
+{
+    struct vm *vm = NULL;
+    int r = vm_alloc(cfg, &vm, err, errlen);
+    if (vm)
+        vm->nnodes = nnodes;
+    r = r ?: create_memory(vm, err, errlen);
+    r = r ?: build_firmware_tables(vm, err, errlen);
+    r = r ?: load_guest(vm, err, errlen);
+    r = r ?: kvm_open_system(&vm->kvm_fd, &vm->run_size, err, errlen);
+    vm_destroy(vm);
+    return r;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen)
+{
+    struct vm *vm = NULL;
+    int r = vm_alloc(cfg, &vm, err, errlen);
+    if (r < 0)
+        goto fail;
+    r = create_memory(vm, err, errlen);
+    r = r ?: build_firmware_tables(vm, err, errlen);
+    r = r ?: load_guest(vm, err, errlen);
+    if (r < 0)
+        goto fail;
     r = kvm_open_system(&vm->kvm_fd, &vm->run_size, err, errlen);
     if (r < 0)
         goto fail;
@@ -324,7 +366,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
         snprintf(err, errlen, "cannot route APIC MSRs to user space: %s", strerror(-r));
         goto fail;
     }
-    r = setup_memory(vm, err, errlen);
+    r = register_memory(vm, err, errlen);
     if (r < 0)
         goto fail;
     vm->tsc_khz = 0;
@@ -336,10 +378,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
             vm->vcpus[0].lapic.clock.tsc_khz = vm->tsc_khz;
         }
     }
-    if (r < 0)
-        goto fail;
-    r = build_firmware_tables(vm, err, errlen);
-    r = r ?: load_guest(vm, err, errlen);
+    r = r ?: enter_guest(vm, err, errlen);
     if (r < 0)
         goto fail;
     for (int i = 0; i < vm->nr_vcpus; i++)

@@ -13,6 +13,7 @@
 
 #include "numa/numa.h"
 #include "vmm/apic_bus.h"
+#include "vmm/boot.h"
 #include "vmm/ioapic.h"
 #include "vmm/lapic.h"
 #include "vmm/memory.h"
@@ -69,6 +70,7 @@ struct vm {
     bool cpl0_emulated;
     uint64_t tsc_khz;
     uint64_t rsdp_gpa;
+    struct boot_info boot; /* where the kernel landed */
     struct machine_desc machine;
 
     int nr_vcpus;

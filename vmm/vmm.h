@@ -63,6 +63,12 @@ enum vm_exit_reason {
  * are problems with the user's input (exit status 2). */
 int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t errlen);
 
+/* Checks, without starting anything, what `vm_create` on each of nnodes
+ * nodes would refuse: the configuration, the kernel and initrd (loaded into
+ * scratch memory), /dev/kvm. A local launcher calls it once so that a user
+ * error is reported once rather than by every node. */
+int vm_preflight(const struct vm_config *cfg, int nnodes, char *err, size_t errlen);
+
 /* Runs until the guest or a signal ends it; returns the process exit
  * status: the guest's debug-exit value, 0 for poweroff/reset, 128+signal,
  * 1 on a VMM failure (see vm_error). */

@@ -106,6 +106,7 @@ struct test {
 };
 extern const struct test tests[];
 extern const struct test litmus_tests[];
+extern const struct test bench_tests[];
 
 /* shared by kernel.c and tests.c */
 void vformat(void (*out)(char), const char *fmt, __builtin_va_list ap);

@@ -411,6 +411,9 @@ void kmain_bsp(const uint8_t *bp)
     for (const struct test *t = litmus_tests; t->name; t++)
         if (!strcmp(t->name, test_name))
             current = t;
+    for (const struct test *t = bench_tests; t->name; t++)
+        if (!strcmp(t->name, test_name))
+            current = t;
     if (!current)
         fail("unknown test");
     setup_paging();

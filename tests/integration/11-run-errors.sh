@@ -30,4 +30,9 @@ expect_error "too little mem" "too little" --kernel "$GUEST" --mem 4M
 expect_error "no kernel" "--kernel FILE is required" --vcpus 2
 truncate -s 40M "$TMP/big.cpio"
 expect_error "initrd larger than RAM" "does not fit" --kernel "$GUEST" --mem 32M --initrd "$TMP/big.cpio"
+if [ ! -e /dev/kvm ]; then
+    # Only where this host has no KVM: the error must say so, on one line.
+    expect_error "no /dev/kvm" "/dev/kvm does not exist" --kernel "$GUEST" --mem 64M
+    expect_error "no /dev/kvm, 2 nodes" "/dev/kvm does not exist" --kernel "$GUEST" --mem 64M --nodes 2
+fi
 finish

@@ -1,0 +1,208 @@
+/* `amalgam bench dsm`: what a remote page fault costs a guest, against the
+ * floor measured in the same run.
+ *
+ * Guest side: a 2-node machine runs the test guest's bench-dsm, where a
+ * vCPU on node 1 times (rdtsc) first reads and first writes of pages homed
+ * on node 0, and first reads of pages homed on its own node. Floor: that
+ * local userfaultfd fault round trip as the guest sees it, plus the
+ * fabric's request and 4 KiB response (two one-way latencies from `bench
+ * fabric`). A host thread's userfaultfd round trip is reported too: the
+ * difference to the guest's is KVM's shadow paging on this host. One JSON
+ * line; ratio = guest remote read p50 / floor. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include "dsm/tools.h"
+
+#define FLOOR_PAGES 2000
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Guest TSC runs at the host's rate under KVM: measure it here. */
+static double tsc_ghz(void)
+{
+    uint64_t t0 = now_ns(), c0 = __rdtsc();
+    usleep(200000);
+    return (double)(__rdtsc() - c0) / (double)(now_ns() - t0);
+}
+
+struct floor_ctx {
+    int uffd;
+    volatile int stop;
+};
+
+static void *resolver(void *arg)
+{
+    struct floor_ctx *f = arg;
+    struct uffd_msg m;
+    while (!f->stop) {
+        struct pollfd p = {.fd = f->uffd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if (read(f->uffd, &m, sizeof m) != sizeof m || m.event != UFFD_EVENT_PAGEFAULT)
+            continue;
+        struct uffdio_continue c = {.range = {m.arg.pagefault.address & ~4095ULL, 4096}};
+        ioctl(f->uffd, UFFDIO_CONTINUE, &c);
+    }
+    return NULL;
+}
+
+/* p50 of a host thread's MINOR fault resolved by another thread. */
+static int uffd_floor_ns(uint64_t *p50)
+{
+    size_t len = FLOOR_PAGES * 4096ULL;
+    int fd = memfd_create("amalgam-bench-floor", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)len) < 0)
+        return -errno;
+    uint8_t *agent = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    uint8_t *guest = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (agent == MAP_FAILED || guest == MAP_FAILED)
+        return -errno;
+    memset(agent, 1, len); /* in the page cache: faults on guest are MINOR */
+    struct floor_ctx f = {.uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)};
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MINOR_SHMEM};
+    struct uffdio_register reg = {.range = {(uint64_t)(uintptr_t)guest, len},
+                                  .mode = UFFDIO_REGISTER_MODE_MINOR};
+    if (f.uffd < 0 || ioctl(f.uffd, UFFDIO_API, &api) < 0 || ioctl(f.uffd, UFFDIO_REGISTER, &reg) < 0)
+        return -errno;
+    pthread_t t;
+    pthread_create(&t, NULL, resolver, &f);
+    static uint64_t lat[FLOOR_PAGES];
+    for (int i = 0; i < FLOOR_PAGES; i++) {
+        uint64_t t0 = now_ns();
+        (void)*(volatile uint8_t *)(guest + (size_t)i * 4096);
+        lat[i] = now_ns() - t0;
+    }
+    f.stop = 1;
+    pthread_join(t, NULL);
+    qsort(lat, FLOOR_PAGES, sizeof lat[0], cmp_u64);
+    *p50 = lat[FLOOR_PAGES / 2];
+    close(f.uffd);
+    munmap(agent, len);
+    munmap(guest, len);
+    close(fd);
+    return 0;
+}
+
+/* Runs `amalgam ARGS` and scans its stdout for a line containing key. */
+static char self_path[4096];
+
+static int run_scan(const char *args, const char *key, char *line, size_t len)
+{
+    char cmd[8800];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", self_path, args);
+    FILE *p = popen(cmd, "r");
+    int found = 0;
+    if (!p)
+        return -errno;
+    while (fgets(line, (int)len, p))
+        if (strstr(line, key)) {
+            found = 1;
+            break;
+        }
+    while (fgetc(p) != EOF)
+        ;
+    int st = pclose(p);
+    return found && st == 0 ? 0 : -EIO;
+}
+
+static double json_num(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    return p ? strtod(p + strlen(key), NULL) : -1;
+}
+
+static uint64_t field(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+int bench_dsm_main(int argc, char **argv)
+{
+    const char *fabric = "shm";
+    int pages = 1000;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--fabric") && i + 1 < argc)
+            fabric = argv[++i];
+        else if (!strcmp(argv[i], "--pages") && i + 1 < argc)
+            pages = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--nodes") && i + 1 < argc && !strcmp(argv[i + 1], "2"))
+            i++;
+        else {
+            fprintf(stderr, "usage: amalgam bench dsm [--nodes 2] [--fabric shm|tcp] [--pages N]\n");
+            return 2;
+        }
+    }
+    if ((strcmp(fabric, "shm") && strcmp(fabric, "tcp")) || pages < 10 || pages > 4096) {
+        fprintf(stderr, "amalgam bench dsm: --fabric shm|tcp, --pages 10..4096\n");
+        return 2;
+    }
+    char line[512], args[4400];
+    double ghz = tsc_ghz();
+    /* The guest sits beside the binary: build/amalgam -> build/guest/. */
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return 1;
+    exe[n] = 0;
+    memcpy(self_path, exe, (size_t)n + 1);
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(args, sizeof args, "run --nodes 2 --vcpus 2 --mem 256M --fabric %s --kernel "
+             "%s/guest/testguest.elf --append 'test=bench-dsm pages=%d'", fabric, exe, pages);
+    if (run_scan(args, "bench-dsm:", line, sizeof line) < 0) {
+        fprintf(stderr, "amalgam bench dsm: the guest benchmark did not run\n");
+        return 1;
+    }
+    uint64_t rd50 = field(line, "read_p50 "), rd99 = field(line, "read_p99 ");
+    uint64_t wr50 = field(line, "write_p50 "), wr99 = field(line, "write_p99 ");
+    char l0[512], l4[512], fa[128], fb[128];
+    snprintf(fa, sizeof fa, "bench fabric --fabric %s --size 32 --iters 2000", fabric);
+    snprintf(fb, sizeof fb, "bench fabric --fabric %s --size 4096 --iters 2000", fabric);
+    uint64_t uffd50 = 0;
+    if (run_scan(fa, "\"bench\":\"fabric\"", l0, sizeof l0) < 0 ||
+        run_scan(fb, "\"bench\":\"fabric\"", l4, sizeof l4) < 0 || uffd_floor_ns(&uffd50) < 0) {
+        fprintf(stderr, "amalgam bench dsm: the floor measurements failed\n");
+        return 1;
+    }
+    double req = json_num(l0, "\"p50\":") * 1e3, resp = json_num(l4, "\"p50\":") * 1e3;
+    double local = (double)field(line, "local_p50 ") / ghz;
+    double floor = local + req + resp;
+    double r50 = (double)rd50 / ghz, w50 = (double)wr50 / ghz;
+    printf("{\"bench\":\"dsm\",\"nodes\":2,\"fabric\":\"%s\",\"pages\":%d,"
+           "\"remote_read_fault_us\":{\"p50\":%.1f,\"p99\":%.1f},"
+           "\"remote_write_fault_us\":{\"p50\":%.1f,\"p99\":%.1f},"
+           "\"floor_us\":{\"guest_local_fault\":%.1f,\"request\":%.1f,\"response_4k\":%.1f,"
+           "\"total\":%.1f},\"host_thread_uffd_us\":%.1f,"
+           "\"read_ratio\":%.2f,\"goal\":1.5}\n",
+           fabric, pages, r50 / 1e3, (double)rd99 / ghz / 1e3, w50 / 1e3,
+           (double)wr99 / ghz / 1e3, local / 1e3, req / 1e3, resp / 1e3, floor / 1e3,
+           (double)uffd50 / 1e3, r50 / floor);
+    return 0;
+}
