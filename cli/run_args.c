@@ -30,6 +30,10 @@ const char run_usage[] =
     "                    such as 0,0,1,1\n"
     "  --distance D      NUMA distance between nodes for SLIT: one number, or a\n"
     "                    matrix such as 10,20;20,10 (default 20)\n"
+    "  --dsm-cache SIZE  at most this much of other nodes' memory is cached on\n"
+    "                    each node (e.g. 64M; default: no limit); the oldest\n"
+    "                    copies are dropped or written back home, so the guest's\n"
+    "                    memory may exceed what one host holds\n"
     "  --cpl0 MODE       auto|native|emulated: whether guest kernel code runs\n"
     "                    natively on this host; auto (default) measures it, and\n"
     "                    the emulated-CPL0 work-arounds are only used when emulated\n"
@@ -71,6 +75,15 @@ static int f_mem(struct run_args *a, const char *v, char *err, size_t n)
 {
     if (vmm_parse_size(v, &a->vm.mem_size) < 0) {
         snprintf(err, n, "--mem '%s': expected a size such as 256M or 2G", v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int f_dsm_cache(struct run_args *a, const char *v, char *err, size_t n)
+{
+    if (vmm_parse_size(v, &a->vm.dsm_cache) < 0 || a->vm.dsm_cache < 4096) {
+        snprintf(err, n, "--dsm-cache '%s': expected a size of at least 4K, such as 64M", v);
         return -EINVAL;
     }
     return 0;
@@ -175,7 +188,7 @@ static const struct flag flags[] = {
     {"--nodes", true, f_nodes},     {"--fabric", true, f_fabric},
     {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
-    {"--stats", false, f_stats},
+    {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
     {"--help", false, f_help},      {"-h", false, f_help},
 };
 

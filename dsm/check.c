@@ -2,33 +2,48 @@
  * fabric, with host threads standing in for vCPUs. Every rank's threads do
  * `lock xadd` on one shared counter (home: rank 0) and plain increments on
  * their own word of one shared page (home: the last rank: false sharing);
- * rank 0 then checks the totals through its own guest view. */
+ * rank 0 then checks the totals through its own guest view.
+ * With --sweep, every rank instead writes a stamp into its share of all the
+ * memory (pages homed everywhere), then reads and checks every page: with
+ * --mem larger than a node may hold and a bounded --dsm-cache, this is the
+ * large-memory check (each rank reports its peak resident memory). */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dsm/host.h"
 #include "dsm/tools.h"
 #include "interconnect/tools.h"
+#include "vmm/vmm.h"
 
 #define T_DONE 0x10
 #define T_FINISH 0x11
 #define T_READY 0x12
 #define T_GO 0x13
 #define PAGES_PER_RANK 16
+#ifndef SPIN_NS
+#define SPIN_NS 500000
+#endif
 
 struct check {
     struct dsm_host host;
     struct ic *ic;
     int memfd;
     uint8_t *guest, *agent;
-    uint64_t npages, iters;
-    int threads, done, finish, ready, go;
+    uint64_t npages, iters, mem_bytes, cache_bytes;
+    uint64_t per_rank;   /* pages in each rank's home slice */
+    uint64_t peak_bytes; /* most of the memfd ever resident here */
+    int threads, done, finish, ready, go, workers_done;
+    int rank, size;
+    bool sweep;
     volatile bool stop;
     int dead;
 };
@@ -36,9 +51,15 @@ struct check {
 static int home_of(void *hctx, uint64_t page)
 {
     struct check *c = hctx;
-    int h = (int)(page / PAGES_PER_RANK);
-    (void)c;
-    return h;
+    uint64_t h = page / c->per_rank;
+    return h < (uint64_t)c->size ? (int)h : c->size - 1;
+}
+
+static void sample_resident(struct check *c)
+{
+    struct stat st;
+    if (fstat(c->memfd, &st) == 0 && (uint64_t)st.st_blocks * 512 > c->peak_bytes)
+        c->peak_bytes = (uint64_t)st.st_blocks * 512;
 }
 
 static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
@@ -47,7 +68,7 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
     if (h->type == T_DONE)
         __atomic_add_fetch(&c->done, 1, __ATOMIC_SEQ_CST);
     else if (h->type == T_FINISH)
-        __atomic_store_n(&c->finish, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&c->finish, 1, __ATOMIC_SEQ_CST);
     else if (h->type == T_READY)
         __atomic_add_fetch(&c->ready, 1, __ATOMIC_SEQ_CST);
     else if (h->type == T_GO)
@@ -67,11 +88,25 @@ static void *progress(void *arg)
 {
     struct check *c = arg;
     uint64_t last = 0;
+    uint64_t active = 0;
     while (!c->stop) {
-        ic_poll(c->ic, on_message, c, 64);
+        int n = ic_poll(c->ic, on_message, c, 64);
         uint64_t t = now_ns();
+        if (n > 0)
+            active = t;
+        /* As a VMM node does (vmm/cluster.c): poll without sleeping only
+         * while an answer is due, or this thread starves the fault thread
+         * and the workers on a small host. */
+        uint64_t recent = atomic_load(&c->host.last_request_ns);
+        if (recent < active)
+            recent = active;
+        if (n == 0 && t - recent > SPIN_NS)
+            ic_wait(c->ic, 1);
+        else if (n == 0)
+            sched_yield();
         if (t - last > 50000000ULL) {
             last = t;
+            sample_resident(c);
             if (ic_tick(c->ic, t) < 0) {
                 c->dead = ic_dead_rank(c->ic);
                 c->stop = true;
@@ -92,14 +127,51 @@ static volatile uint64_t *slot(struct check *c, int i)
     return (volatile uint64_t *)(c->guest + (c->npages - 1) * DSM_PAGE_SIZE) + i;
 }
 
+static uint64_t stamp(uint64_t page, int rank) { return page * 0x9E3779B97F4A7C15ULL ^ (uint64_t)rank; }
+
+/* Sweep, phase 1: each worker of each rank writes the pages p with
+ * p % (ranks x threads) == its index; phase 2 reads all of them back. */
+static void sweep_write(struct check *c, int index)
+{
+    uint64_t stride = (uint64_t)c->size * (uint64_t)c->threads;
+    for (uint64_t p = (uint64_t)index; p < c->npages; p += stride) {
+        volatile uint64_t *w = (volatile uint64_t *)(c->guest + p * DSM_PAGE_SIZE);
+        w[0] = stamp(p, index);
+        w[DSM_PAGE_SIZE / 8 - 1] = ~stamp(p, index);
+    }
+}
+
+static uint64_t sweep_verify(struct check *c)
+{
+    uint64_t stride = (uint64_t)c->size * (uint64_t)c->threads, bad = 0;
+    for (uint64_t p = 0; p < c->npages; p++) {
+        volatile uint64_t *w = (volatile uint64_t *)(c->guest + p * DSM_PAGE_SIZE);
+        int index = (int)(p % stride);
+        if (w[0] != stamp(p, index) || w[DSM_PAGE_SIZE / 8 - 1] != ~stamp(p, index)) {
+            if (!bad)
+                fprintf(stderr, "dsm-check: rank %d: page %llu holds %#llx, expected %#llx\n",
+                        c->rank, (unsigned long long)p, (unsigned long long)w[0],
+                        (unsigned long long)stamp(p, index));
+            bad++;
+        }
+    }
+    return bad;
+}
+
 static void *work(void *arg)
 {
     struct worker *w = arg;
     struct check *c = w->c;
+    if (c->sweep) {
+        sweep_write(c, w->index);
+        __atomic_add_fetch(&c->workers_done, 1, __ATOMIC_SEQ_CST);
+        return NULL;
+    }
     for (uint64_t i = 0; i < c->iters; i++) {
         __atomic_fetch_add(counter(c), 1, __ATOMIC_SEQ_CST);
         (*slot(c, w->index))++; /* not atomic: coherence alone keeps it exact */
     }
+    __atomic_add_fetch(&c->workers_done, 1, __ATOMIC_SEQ_CST);
     return NULL;
 }
 
@@ -114,8 +186,24 @@ static int wait_flag(struct check *c, int *flag, int want, int seconds)
     return 0;
 }
 
+/* All ranks get here before any goes on: rank 0 counts the others' DONE
+ * and answers with FINISH. k: the how-manieth barrier of the run. */
+static int barrier(struct check *c, int k)
+{
+    if (c->rank != 0) {
+        ic_send(c->ic, 0, T_DONE, 0, 0, NULL, 0);
+        return wait_flag(c, &c->finish, k, 300);
+    }
+    int r = wait_flag(c, &c->done, k * (c->size - 1), 300);
+    for (int p = 1; p < c->size && r == 0; p++)
+        ic_send(c->ic, p, T_FINISH, 0, 0, NULL, 0);
+    return r;
+}
+
 static int verify(struct check *c, int size)
 {
+    if (c->sweep)
+        return 0; /* every rank checks the sweep itself */
     uint64_t want = c->iters * (uint64_t)c->threads * (uint64_t)size, got = *counter(c);
     int bad = got != want;
     if (bad)
@@ -138,7 +226,14 @@ static int run(struct check *c, const struct ic_config *cfg)
         fprintf(stderr, "amalgam dsm-check: rank %d: %s\n", cfg->rank, err);
         return r;
     }
-    c->npages = (uint64_t)cfg->size * PAGES_PER_RANK;
+    c->rank = cfg->rank;
+    c->size = cfg->size;
+    c->npages = c->mem_bytes ? c->mem_bytes / DSM_PAGE_SIZE : (uint64_t)cfg->size * PAGES_PER_RANK;
+    if (c->npages < (uint64_t)cfg->size * 2) {
+        fprintf(stderr, "amalgam dsm-check: --mem is too small for %d ranks\n", cfg->size);
+        return -EINVAL;
+    }
+    c->per_rank = c->npages / (uint64_t)cfg->size;
     size_t len = c->npages * DSM_PAGE_SIZE;
     c->memfd = memfd_create("amalgam-dsm-check", MFD_CLOEXEC);
     if (c->memfd < 0 || ftruncate(c->memfd, (off_t)len) < 0)
@@ -147,7 +242,8 @@ static int run(struct check *c, const struct ic_config *cfg)
     c->agent = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
     if (c->guest == MAP_FAILED || c->agent == MAP_FAILED)
         return -errno;
-    r = dsm_host_start(&c->host, c->ic, c->memfd, c->guest, c->agent, c->npages, home_of, c);
+    r = dsm_host_start(&c->host, c->ic, c->memfd, c->guest, c->agent, c->npages,
+                       c->cache_bytes / DSM_PAGE_SIZE, home_of, c);
     if (r < 0) {
         fprintf(stderr, "amalgam dsm-check: cannot attach the DSM: %s\n", strerror(-r));
         return r;
@@ -170,31 +266,42 @@ static int run(struct check *c, const struct ic_config *cfg)
         w[i] = (struct worker){c, cfg->rank * c->threads + i};
         pthread_create(&thr[i], NULL, work, &w[i]);
     }
+    /* A worker waiting for a page from a dead peer never returns: stop
+     * without it (the process exit ends it) rather than hang. */
+    if (wait_flag(c, &c->workers_done, c->threads, 3600) < 0) {
+        fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
+                cfg->rank, c->dead);
+        return -EPIPE;
+    }
     for (int i = 0; i < c->threads; i++)
         pthread_join(thr[i], NULL);
+    r = r ?: barrier(c, 1);
+    uint64_t bad = 0;
+    if (r == 0 && c->sweep)
+        bad = sweep_verify(c);
+    else if (r == 0 && cfg->rank == 0)
+        r = verify(c, cfg->size);
     double secs = (double)(now_ns() - t0) / 1e9;
-    if (cfg->rank == 0) {
-        __atomic_add_fetch(&c->done, 1, __ATOMIC_SEQ_CST);
-        r = wait_flag(c, &c->done, cfg->size, 120);
-        r = r ?: verify(c, cfg->size);
-        for (int p = 1; p < cfg->size; p++)
-            ic_send(c->ic, p, T_FINISH, 0, 0, NULL, 0);
-    } else {
-        ic_send(c->ic, 0, T_DONE, 0, 0, NULL, 0);
-        r = wait_flag(c, &c->finish, 1, 120);
-    }
+    int r2 = barrier(c, 2); /* nobody leaves while another still reads */
+    r = r ?: r2;
+    if (r == 0 && bad)
+        r = -EIO;
+    sample_resident(c);
     const struct dsm_stats *s = &c->host.eng.stats;
     if (r == 0 && (s->map_errors || c->host.resolve_errors))
         r = -EIO; /* the guest view was not what the protocol said */
     if (r == 0)
         printf("dsm-check: rank %d of %d: ok in %.2f s; %llu read faults, %llu write faults "
                "(%llu upgrades), %llu invalidations, %llu recalls, %llu userfaultfd events, "
-               "%llu resolve errors, %llu map errors\n", cfg->rank, cfg->size, secs,
+               "%llu resolve errors, %llu map errors; %llu evictions (%llu written back), "
+               "peak resident %llu of %llu MiB\n", cfg->rank, cfg->size, secs,
                (unsigned long long)s->read_faults, (unsigned long long)s->write_faults,
                (unsigned long long)s->upgrades, (unsigned long long)s->inv_received,
                (unsigned long long)s->recalls_received,
                (unsigned long long)c->host.uffd_events, (unsigned long long)c->host.resolve_errors,
-               (unsigned long long)s->map_errors);
+               (unsigned long long)s->map_errors, (unsigned long long)s->evictions,
+               (unsigned long long)s->writebacks, (unsigned long long)(c->peak_bytes >> 20),
+               (unsigned long long)(len >> 20));
     else if (r == -EPIPE)
         fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
                 cfg->rank, c->dead);
@@ -226,6 +333,20 @@ int dsm_check_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             c.threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--sweep")) {
+            c.sweep = true;
+        } else if (!strcmp(argv[i], "--mem") && i + 1 < argc) {
+            if (vmm_parse_size(argv[++i], &c.mem_bytes) < 0 || c.mem_bytes % DSM_PAGE_SIZE) {
+                fprintf(stderr, "amalgam dsm-check: --mem '%s': expected a size such as 256M\n",
+                        argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--dsm-cache") && i + 1 < argc) {
+            if (vmm_parse_size(argv[++i], &c.cache_bytes) < 0 || c.cache_bytes < DSM_PAGE_SIZE) {
+                fprintf(stderr, "amalgam dsm-check: --dsm-cache '%s': expected a size of at "
+                        "least 4K\n", argv[i]);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
             c.iters = strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--local") && i + 1 < argc && cfg.rank < 0) {

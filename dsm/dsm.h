@@ -10,7 +10,8 @@
  * Invariants: at any moment, for every page, either one node maps it
  * read-write and none read-only, or none maps it read-write (single writer,
  * many readers); an invalidation or downgrade is acknowledged only after the
- * local mapping is gone (ops->map returned); a node's own home pages start
+ * local mapping is gone (ops->map returned); a dirty copy is freed only
+ * once its home has acknowledged the write-back; a node's own home pages start
  * M at home, so a workload that stays local takes no DSM fault; nothing is
  * allocated after dsm_node_init().
  *
@@ -39,15 +40,18 @@ enum dsm_msg_type {
     DSM_RECALL = 0x26,  /* home -> owner: write back, keep S (mode S) or drop (mode I) */
     DSM_WB_DATA = 0x27, /* owner -> home: the page, after downgrading/dropping */
     DSM_UNBLOCK = 0x28, /* cache -> home: transaction complete */
+    DSM_PUTM = 0x29,    /* cache -> home: evicting my modified copy, here it is */
+    DSM_PUT_ACK = 0x2a, /* home -> cache: the home has it; free your copy */
     DSM_MSG_FIRST = DSM_GETS,
-    DSM_MSG_LAST = DSM_UNBLOCK,
+    DSM_MSG_LAST = DSM_PUT_ACK,
 };
 
 enum dsm_mode { DSM_MODE_I = 0, DSM_MODE_S = 1, DSM_MODE_M = 2 };
 
 struct dsm_msg {
     uint8_t type;
-    uint8_t mode;
+    uint8_t mode; /* DATA, RECALL: the mode granted/kept; GETM: S if the
+                   * requester holds a read copy it means to upgrade */
     uint16_t src;
     uint32_t pad;
     uint64_t page;
@@ -69,6 +73,9 @@ struct dsm_ops {
     /* Faulters waiting on the page may retry. */
     void (*wake)(void *ctx, uint64_t page);
     uint64_t (*now_ns)(void *ctx);
+    /* Optional: this node's copy of a page it is not home of is no longer
+     * needed; the host may free its memory (the next install rewrites it). */
+    void (*drop)(void *ctx, uint64_t page);
 };
 
 #define DSM_HIST_BUCKETS 32
@@ -79,13 +86,13 @@ struct dsm_stats {
     uint64_t read_faults, write_faults, upgrades;
     uint64_t inv_sent, inv_received, recalls_sent, recalls_received;
     uint64_t bytes_moved;
+    uint64_t evictions, writebacks; /* copies dropped for room; of those, dirty */
     uint64_t map_errors;
     uint64_t dropped[DSM_DROP_COUNT];
     uint64_t service_ns_log2[DSM_HIST_BUCKETS]; /* fault-to-access time histogram */
 };
 
 struct dsm_dir;
-struct dsm_queued;
 
 struct dsm_node {
     int self, nnodes;
@@ -96,8 +103,12 @@ struct dsm_node {
     uint8_t *cache;       /* enum dsm_cstate per page */
     uint64_t *fault_t0;   /* when the outstanding request started */
     struct dsm_dir *dir;  /* per page; used where this node is home */
-    struct dsm_queued *pool;
-    uint32_t pool_free;
+    /* Copies of other nodes' pages: at most cache_limit (0: no limit) are
+     * kept; the oldest installed is evicted first (FIFO ring). */
+    uint64_t cache_limit, cached, writing_back; /* writing_back: in MI */
+    uint64_t *ring;
+    uint8_t *in_ring;
+    uint64_t ring_head, ring_count;
     struct dsm_stats stats;
 };
 
@@ -107,6 +118,12 @@ int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
                   int (*home_of)(void *hctx, uint64_t page), void *hctx,
                   const struct dsm_ops *ops);
 void dsm_node_free(struct dsm_node *n);
+
+/* Bounds how many copies of other nodes' pages this node keeps (0: no
+ * bound). Clean copies are dropped silently, dirty ones written back home
+ * (PUTM), oldest first; a node's own home pages are never evicted. This is
+ * what lets a guest's memory exceed what one node can hold. */
+void dsm_set_cache_limit(struct dsm_node *n, uint64_t pages);
 
 /* A local access faulted. Returns 0 when the page already allows it (retry
  * at once), 1 when the faulter must wait for ops->wake, or -EINVAL. */

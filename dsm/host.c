@@ -23,7 +23,7 @@
 int dsm_register_types(struct ic_types *t)
 {
     for (int type = DSM_MSG_FIRST; type <= DSM_MSG_LAST; type++) {
-        bool data = type == DSM_DATA || type == DSM_WB_DATA;
+        bool data = type == DSM_DATA || type == DSM_WB_DATA || type == DSM_PUTM;
         int r = ic_types_add(t, (uint8_t)type, data ? DSM_PAGE_SIZE : 0,
                              data ? DSM_PAGE_SIZE : 0);
         if (r < 0)
@@ -100,6 +100,16 @@ static void op_wake(void *ctx, uint64_t page)
         h->woken_flag[page] = 1;
         h->woken[h->nwoken++] = page;
     }
+}
+
+/* A copy given up: its memfd page goes back to the host, which is what
+ * keeps a node's resident guest memory near its home slice plus its cache. */
+static void op_drop(void *ctx, uint64_t page)
+{
+    struct dsm_host *h = ctx;
+    if (fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)(page * DSM_PAGE_SIZE), DSM_PAGE_SIZE) < 0)
+        h->drop_errors++;
 }
 
 static uint64_t op_now(void *ctx)
@@ -236,8 +246,26 @@ static int open_uffd(struct dsm_host *h)
     return ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
+/* Whatever this node wrote into pages homed elsewhere before the DSM took
+ * over (every node loads the same kernel) is the home's to keep. */
+static void free_foreign_pages(struct dsm_host *h)
+{
+    uint64_t run = 0;
+    for (uint64_t p = 0; p <= h->npages; p++) {
+        bool foreign = p < h->npages && h->eng.home_of(h->eng.hctx, p) != h->eng.self;
+        if (foreign) {
+            run++;
+            continue;
+        }
+        if (run && fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                             (off_t)((p - run) * DSM_PAGE_SIZE), (off_t)(run * DSM_PAGE_SIZE)) < 0)
+            h->drop_errors++;
+        run = 0;
+    }
+}
+
 int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_view,
-                   uint8_t *agent_view, uint64_t npages,
+                   uint8_t *agent_view, uint64_t npages, uint64_t cache_pages,
                    int (*home_of)(void *hctx, uint64_t page), void *hctx)
 {
     memset(h, 0, sizeof *h);
@@ -255,11 +283,13 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
         return -ENOMEM;
     /* Pages not at home must not be mapped before the DSM governs them. */
     madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
-    struct dsm_ops ops = {h, op_send, op_map, op_page_data, op_wake, op_now};
+    struct dsm_ops ops = {h, op_send, op_map, op_page_data, op_wake, op_now, op_drop};
     int r = dsm_node_init(&h->eng, ic_rank(ic), ic_size(ic), npages, home_of, hctx, &ops);
     r = r ?: open_uffd(h);
     if (r < 0)
         return r;
+    dsm_set_cache_limit(&h->eng, cache_pages);
+    free_foreign_pages(h);
     h->stop_efd = eventfd(0, EFD_CLOEXEC);
     if (h->stop_efd < 0 || pthread_create(&h->fault_thread, NULL, fault_thread, h))
         return -EAGAIN;

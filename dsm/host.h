@@ -8,7 +8,8 @@
  * dsm_fault() calls; messages from the interconnect go to dsm_receive().
  * Access changes: invalidate = MADV_DONTNEED on the guest view (the page
  * stays in the memfd), downgrade = UFFDIO_WRITEPROTECT, grant =
- * UFFDIO_CONTINUE (with MODE_WP for read-only) or write-unprotect.
+ * UFFDIO_CONTINUE (with MODE_WP for read-only) or write-unprotect; a copy
+ * given up (invalidated, evicted, written back) is punched out of the memfd.
  * One mutex serialises the engine; messages a node sends itself are queued
  * and handled after the current engine call, never recursively.
  */
@@ -48,7 +49,7 @@ struct dsm_host {
     uint64_t *woken;
     uint8_t *woken_flag; /* each page at most once in woken[] */
     unsigned nwoken;
-    uint64_t uffd_events, resolve_errors;
+    uint64_t uffd_events, resolve_errors, drop_errors;
     /* When this node last asked another for a page: its message loop polls
      * without sleeping for a while after it, since the answer is coming. */
     _Atomic uint64_t last_request_ns;
@@ -58,9 +59,11 @@ struct dsm_host {
 int dsm_register_types(struct ic_types *t);
 
 /* Attaches the engine to [guest_view, +npages pages) of memfd (mapped at
- * agent_view too), with homes from home_of. Starts the fault thread. */
+ * agent_view too), with homes from home_of, keeping at most cache_pages
+ * copies of other nodes' pages (0: no limit). Frees this node's memfd pages
+ * of other nodes' ranges, then starts the fault thread. */
 int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_view,
-                   uint8_t *agent_view, uint64_t npages,
+                   uint8_t *agent_view, uint64_t npages, uint64_t cache_pages,
                    int (*home_of)(void *hctx, uint64_t page), void *hctx);
 void dsm_host_stop(struct dsm_host *h);
 

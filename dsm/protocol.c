@@ -8,20 +8,31 @@
  * the transient-state races of a non-blocking directory. What remains: a
  * sharer that asked to upgrade (SM) can be invalidated first by another
  * writer's transaction; it then waits as IM and the home, which no longer
- * counts it as a sharer, sends it the data instead of a grant. */
+ * counts it as a sharer, sends it the data instead of a grant.
+ *
+ * Eviction (a bounded cache): a clean copy is dropped silently, so the
+ * home's sharer set may name nodes that no longer hold the page. Hence a
+ * GetM says whether the requester still holds a copy (only then a grant
+ * without data will do), and an invalidation of a copy already dropped is
+ * simply acknowledged. A dirty copy goes home with PutM and stays
+ * answerable (MI: unmapped, data kept) until the home's PutAck, because a
+ * recall may have crossed it; a PutM reaching a busy home waits for the
+ * transaction to end. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dsm/dsm.h"
 
-enum cstate { C_I, C_S, C_M, C_IS, C_IM, C_SM };
+enum cstate { C_I, C_S, C_M, C_IS, C_IM, C_SM, C_MI };
 enum dstate { D_S, D_M }; /* D_S with no sharers = only the home's memory */
 
 struct dsm_dir {
     uint64_t sharers;
     uint64_t want_s, want_m; /* queued requests: one per node at most */
-    uint8_t state, owner, busy, req, kind, acks, wb, recall_mode;
+    uint64_t want_m_copy;    /* ... of those GetMs, which said "I hold S" */
+    uint64_t want_put;       /* PutMs that arrived while busy */
+    uint8_t state, owner, busy, req, kind, acks, wb, recall_mode, req_copy;
 };
 
 static uint64_t bit(int n) { return 1ULL << n; }
@@ -42,7 +53,9 @@ int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
     n->cache = calloc(npages, 1);
     n->fault_t0 = calloc(npages, sizeof *n->fault_t0);
     n->dir = calloc(npages, sizeof *n->dir);
-    if (!n->cache || !n->fault_t0 || !n->dir) {
+    n->ring = calloc(npages, sizeof *n->ring);
+    n->in_ring = calloc(npages, 1);
+    if (!n->cache || !n->fault_t0 || !n->dir || !n->ring || !n->in_ring) {
         dsm_node_free(n);
         return -ENOMEM;
     }
@@ -61,9 +74,18 @@ void dsm_node_free(struct dsm_node *n)
     free(n->cache);
     free(n->fault_t0);
     free(n->dir);
+    free(n->ring);
+    free(n->in_ring);
     n->cache = NULL;
     n->fault_t0 = NULL;
     n->dir = NULL;
+    n->ring = NULL;
+    n->in_ring = NULL;
+}
+
+void dsm_set_cache_limit(struct dsm_node *n, uint64_t pages)
+{
+    n->cache_limit = pages;
 }
 
 enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page)
@@ -78,7 +100,8 @@ enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page)
 bool dsm_quiescent(const struct dsm_node *n)
 {
     for (uint64_t p = 0; p < n->npages; p++)
-        if (n->cache[p] >= C_IS || n->dir[p].busy || n->dir[p].want_s || n->dir[p].want_m)
+        if (n->cache[p] >= C_IS || n->dir[p].busy || n->dir[p].want_s || n->dir[p].want_m ||
+            n->dir[p].want_put)
             return false;
     return true;
 }
@@ -94,11 +117,39 @@ static int send(struct dsm_node *n, int dst, uint8_t type, uint8_t mode, uint64_
 
 /* ---- cache side --------------------------------------------------------- */
 
+static bool holds_copy(uint8_t st)
+{
+    return st == C_S || st == C_M || st == C_SM || st == C_MI;
+}
+
+/* Every cache-state change goes through here, so that the count of copies
+ * of other nodes' pages stays exact and a copy given up is freed. The
+ * caller has sent whatever data the copy still owed. */
+static void set_cstate(struct dsm_node *n, uint64_t page, uint8_t st)
+{
+    uint8_t old = n->cache[page];
+    n->cache[page] = st;
+    if (n->home_of(n->hctx, page) == n->self || holds_copy(old) == holds_copy(st))
+        return;
+    if (holds_copy(st)) {
+        n->cached++;
+        if (!n->in_ring[page]) {
+            n->in_ring[page] = 1;
+            n->ring[(n->ring_head + n->ring_count++) % n->npages] = page;
+        }
+    } else {
+        n->cached--;
+        if (n->ops.drop)
+            n->ops.drop(n->ops.ctx, page);
+    }
+}
+
 static int request(struct dsm_node *n, uint64_t page, uint8_t next, uint8_t type)
 {
-    n->cache[page] = next;
+    uint8_t had = n->cache[page];
+    set_cstate(n, page, next);
     n->fault_t0[page] = n->ops.now_ns(n->ops.ctx);
-    send(n, n->home_of(n->hctx, page), type, 0, page, NULL);
+    send(n, n->home_of(n->hctx, page), type, had == C_S ? DSM_MODE_S : DSM_MODE_I, page, NULL);
     return 1;
 }
 
@@ -125,15 +176,53 @@ static void set_map(struct dsm_node *n, uint64_t page, enum dsm_prot prot)
         n->stats.map_errors++;
 }
 
+/* Makes room for one more copy: the oldest stable copy other than `keep`
+ * goes. Pages in transit are passed over (and stay in the ring). */
+static void evict_one(struct dsm_node *n, uint64_t keep)
+{
+    for (uint64_t k = n->ring_count; k > 0; k--) {
+        uint64_t p = n->ring[n->ring_head];
+        n->ring_head = (n->ring_head + 1) % n->npages;
+        n->ring_count--;
+        uint8_t st = n->cache[p];
+        if (p == keep || st == C_SM || st == C_MI) {
+            n->ring[(n->ring_head + n->ring_count++) % n->npages] = p;
+            continue;
+        }
+        n->in_ring[p] = 0;
+        if (st != C_S && st != C_M)
+            continue; /* already gone; it rejoins the ring when installed */
+        set_map(n, p, DSM_PROT_NONE);
+        n->stats.evictions++;
+        if (st == C_S) {
+            set_cstate(n, p, C_I);
+        } else {
+            n->stats.writebacks++;
+            n->cache[p] = C_MI; /* still holds the data: not freed yet */
+            n->writing_back++;
+            send(n, n->home_of(n->hctx, p), DSM_PUTM, 0, p, n->ops.page_data(n->ops.ctx, p));
+        }
+        return;
+    }
+}
+
+static void make_room(struct dsm_node *n, uint64_t keep)
+{
+    uint64_t stable = n->ring_count;
+    while (n->cache_limit && n->cached - n->writing_back > n->cache_limit && stable--)
+        evict_one(n, keep);
+}
+
 static void completed(struct dsm_node *n, uint64_t page, uint8_t state, enum dsm_prot prot)
 {
     set_map(n, page, prot);
-    n->cache[page] = state;
+    set_cstate(n, page, state);
     uint64_t dt = n->ops.now_ns(n->ops.ctx) - n->fault_t0[page];
     int b = dt ? 63 - __builtin_clzll(dt) : 0;
     n->stats.service_ns_log2[b < DSM_HIST_BUCKETS ? b : DSM_HIST_BUCKETS - 1]++;
     send(n, n->home_of(n->hctx, page), DSM_UNBLOCK, 0, page, NULL);
     n->ops.wake(n->ops.ctx, page);
+    make_room(n, page);
 }
 
 static void install(struct dsm_node *n, int from, uint64_t page, const void *payload)
@@ -164,21 +253,35 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
         completed(n, p, C_M, DSM_PROT_WRITE);
         return 0;
     case DSM_INV:
-        if (st != C_S && st != C_SM)
-            return -EPROTO;
-        /* Acknowledge only once the mapping is gone. */
-        set_map(n, p, DSM_PROT_NONE);
-        n->cache[p] = st == C_S ? C_I : C_IM;
+        if (st == C_M)
+            return -EPROTO; /* the home sends INV to sharers only */
+        /* Acknowledge only once the mapping is gone. A copy dropped since
+         * the home listed us (evicted, IS/IM/MI) is acknowledged as is. */
+        if (st == C_S || st == C_SM) {
+            set_map(n, p, DSM_PROT_NONE);
+            set_cstate(n, p, st == C_S ? C_I : C_IM);
+        }
         n->stats.inv_received++;
         send(n, from, DSM_INV_ACK, 0, p, NULL);
         return 0;
     case DSM_RECALL:
-        if (st != C_M || (m->mode != DSM_MODE_S && m->mode != DSM_MODE_I))
+        if ((st != C_M && st != C_MI) || (m->mode != DSM_MODE_S && m->mode != DSM_MODE_I))
             return -EPROTO;
-        set_map(n, p, m->mode == DSM_MODE_S ? DSM_PROT_READ : DSM_PROT_NONE);
-        n->cache[p] = m->mode == DSM_MODE_S ? C_S : C_I;
         n->stats.recalls_received++;
+        if (st == C_MI) { /* crossed our PutM: answer it, the PutAck frees */
+            send(n, from, DSM_WB_DATA, 0, p, n->ops.page_data(n->ops.ctx, p));
+            return 0;
+        }
+        set_map(n, p, m->mode == DSM_MODE_S ? DSM_PROT_READ : DSM_PROT_NONE);
         send(n, from, DSM_WB_DATA, 0, p, n->ops.page_data(n->ops.ctx, p));
+        set_cstate(n, p, m->mode == DSM_MODE_S ? C_S : C_I);
+        return 0;
+    case DSM_PUT_ACK:
+        if (st != C_MI)
+            return -EPROTO;
+        n->writing_back--;
+        set_cstate(n, p, C_I);
+        n->ops.wake(n->ops.ctx, p); /* a vCPU may be waiting to fault it back */
         return 0;
     default:
         return -EPROTO;
@@ -190,7 +293,9 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
 static void grant_m(struct dsm_node *n, uint64_t p)
 {
     struct dsm_dir *d = &n->dir[p];
-    bool keeps_copy = d->sharers & bit(d->req);
+    /* Both must hold: the requester may have evicted a copy we still list,
+     * or been invalidated after asking to upgrade. */
+    bool keeps_copy = (d->sharers & bit(d->req)) && d->req_copy;
     d->state = D_M;
     d->owner = d->req;
     d->sharers = 0;
@@ -200,12 +305,13 @@ static void grant_m(struct dsm_node *n, uint64_t p)
         send(n, d->req, DSM_DATA, DSM_MODE_M, p, n->ops.page_data(n->ops.ctx, p));
 }
 
-static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind)
+static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool has_copy)
 {
     struct dsm_dir *d = &n->dir[p];
     d->busy = 1;
     d->req = (uint8_t)req;
     d->kind = kind;
+    d->req_copy = has_copy;
     d->acks = d->wb = 0;
     if (d->state == D_M) {
         /* The owner writes the page back first; for a read it keeps S. */
@@ -232,20 +338,42 @@ static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind)
         grant_m(n, p);
 }
 
-/* Round-robin from the last requester, so that no node starves. */
+/* A PutM, when the page is not busy. If `from` still owns the page its
+ * data (already copied in) is the latest; otherwise a transaction that
+ * crossed the PutM took the page from it and the PutM only needs its ack. */
+static void finish_put(struct dsm_node *n, uint64_t p, int from)
+{
+    struct dsm_dir *d = &n->dir[p];
+    if (d->state == D_M && d->owner == from) {
+        d->state = D_S;
+        d->sharers = 0;
+    } else {
+        d->sharers &= ~bit(from);
+    }
+    send(n, from, DSM_PUT_ACK, 0, p, NULL);
+}
+
+/* Round-robin from the last requester, so that no node starves. Waiting
+ * PutMs go first: they start no transaction. */
 static void next_request(struct dsm_node *n, uint64_t p)
 {
     struct dsm_dir *d = &n->dir[p];
+    for (int i = 0; d->want_put && i < n->nnodes; i++)
+        if (d->want_put & bit(i)) {
+            d->want_put &= ~bit(i);
+            finish_put(n, p, i);
+        }
     for (int k = 1; k <= n->nnodes; k++) {
         int i = (d->req + k) % n->nnodes;
         if (d->want_m & bit(i)) {
             d->want_m &= ~bit(i);
-            start(n, p, i, DSM_GETM);
+            start(n, p, i, DSM_GETM, d->want_m_copy & bit(i));
+            d->want_m_copy &= ~bit(i);
             return;
         }
         if (d->want_s & bit(i)) {
             d->want_s &= ~bit(i);
-            start(n, p, i, DSM_GETS);
+            start(n, p, i, DSM_GETS, false);
             return;
         }
     }
@@ -261,13 +389,31 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
         /* A node has one request per page at a time, and owners do not ask.
          * The current requester's next request may overtake its Unblock (the
          * network does not keep order): it is queued like any other. */
-        if (((d->want_s | d->want_m) & bit(from)) ||
-            (!d->busy && d->state == D_M && d->owner == from))
+        if (((d->want_s | d->want_m | d->want_put) & bit(from)) ||
+            (!d->busy && d->state == D_M && d->owner == from) || m->mode > DSM_MODE_S)
             return -EPROTO;
+        if (!d->busy) {
+            start(n, p, from, m->type, m->mode == DSM_MODE_S);
+        } else if (m->type == DSM_GETS) {
+            d->want_s |= bit(from);
+        } else {
+            d->want_m |= bit(from);
+            if (m->mode == DSM_MODE_S)
+                d->want_m_copy |= bit(from);
+        }
+        return 0;
+    case DSM_PUTM:
+        /* One PutM per node and page until acked. The owner's data is the
+         * latest even while a recall to it is in flight (it cannot write in
+         * MI), so take it now; the state changes when the page is free. */
+        if (d->want_put & bit(from))
+            return -EPROTO;
+        if (d->state == D_M && d->owner == from && from != n->self)
+            memcpy(n->ops.page_data(n->ops.ctx, p), payload, DSM_PAGE_SIZE);
         if (d->busy)
-            *(m->type == DSM_GETS ? &d->want_s : &d->want_m) |= bit(from);
+            d->want_put |= bit(from);
         else
-            start(n, p, from, m->type);
+            finish_put(n, p, from);
         return 0;
     case DSM_INV_ACK:
         if (!d->busy || d->kind != DSM_GETM || !d->acks)
@@ -304,12 +450,12 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
 static bool to_directory(uint8_t type)
 {
     return type == DSM_GETS || type == DSM_GETM || type == DSM_INV_ACK || type == DSM_WB_DATA ||
-           type == DSM_UNBLOCK;
+           type == DSM_UNBLOCK || type == DSM_PUTM;
 }
 
 static bool carries_data(uint8_t type)
 {
-    return type == DSM_DATA || type == DSM_WB_DATA;
+    return type == DSM_DATA || type == DSM_WB_DATA || type == DSM_PUTM;
 }
 
 static int drop(struct dsm_node *n, enum dsm_drop why)

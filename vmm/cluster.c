@@ -142,7 +142,8 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
         return -ENOMEM;
     uint64_t pages = vm->mem.size / DSM_PAGE_SIZE;
     int r = dsm_host_start(vm->dsm, vm->cfg.ic, vm->mem.fd, vm->mem.guest_view,
-                           vm->mem.agent_view, pages, home_of_page, vm);
+                           vm->mem.agent_view, pages, vm->cfg.dsm_cache / DSM_PAGE_SIZE,
+                           home_of_page, vm);
     if (r < 0) {
         snprintf(err, errlen, "cannot attach the DSM to guest memory: %s", strerror(-r));
         return r;
@@ -163,12 +164,15 @@ static void print_stats(const struct vm *vm)
     int o = snprintf(buf, sizeof buf,
                      "amalgam node %d: dsm: %llu read faults, %llu write faults (%llu upgrades), "
                      "%llu invalidations sent, %llu received, %llu recalls sent, %llu received, "
-                     "%llu KiB moved, %llu userfaultfd events; fault service time in us:",
+                     "%llu KiB moved, %llu evictions (%llu written back), %llu pages cached, "
+                     "%llu userfaultfd events; fault service time in us:",
                      vm->node, (unsigned long long)s->read_faults,
                      (unsigned long long)s->write_faults, (unsigned long long)s->upgrades,
                      (unsigned long long)s->inv_sent, (unsigned long long)s->inv_received,
                      (unsigned long long)s->recalls_sent, (unsigned long long)s->recalls_received,
                      (unsigned long long)(s->bytes_moved >> 10),
+                     (unsigned long long)s->evictions, (unsigned long long)s->writebacks,
+                     (unsigned long long)vm->dsm->eng.cached,
                      (unsigned long long)vm->dsm->uffd_events);
     for (int b = 0; b < DSM_HIST_BUCKETS && o > 0 && (size_t)o < sizeof buf; b++)
         if (s->service_ns_log2[b])

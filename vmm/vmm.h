@@ -43,6 +43,7 @@ struct vm_config {
     struct ic *ic;
     const char *placement;
     const char *distance;
+    uint64_t dsm_cache; /* bytes of other nodes' pages cached here; 0: no limit */
 };
 
 struct vm;

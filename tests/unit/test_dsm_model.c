@@ -3,7 +3,10 @@
  * simulated vCPUs per node read and write a few pages concurrently. After
  * every step: at most one node maps a page writable, and then none maps it
  * readable; every read returns the latest write. At the end everything is
- * quiescent. A failure prints its seed; replay it with
+ * quiescent. The same runs again with each node's cache bounded to one or
+ * two copies, so that clean copies are dropped silently, dirty ones written
+ * back (crossing recalls and invalidations), and a dropped copy's memory is
+ * poisoned. A failure prints its seed; replay it with
  *   DSM_MODEL_SEED=<seed> build/tests/test_dsm_model
  */
 #include <check.h>
@@ -49,7 +52,7 @@ struct model {
     uint8_t data[NODES][PAGES][DSM_PAGE_SIZE];
     uint64_t truth[PAGES];
     struct vcpu cpu[NODES][VCPUS];
-    uint64_t clock, seq, reads, writes, steps;
+    uint64_t clock, seq, reads, writes, steps, drops;
     unsigned seed;
     char err[256];
 };
@@ -102,19 +105,37 @@ static uint64_t m_now(void *c)
     return x->w->clock;
 }
 
-static struct model *model_new(unsigned seed)
+/* A dropped copy is freed by the host: poison it, so that a protocol that
+ * still used it would be caught by the reads' check. */
+static void m_drop(void *c, uint64_t page)
+{
+    struct nodectx *x = c;
+    ck_assert_msg(home_of(NULL, page) != x->id, "seed %u: node %d dropped its own home page",
+                  x->w->seed, x->id);
+    ck_assert_int_eq(x->w->prot[x->id][page], DSM_PROT_NONE);
+    memset(x->w->data[x->id][page], 0xdd, DSM_PAGE_SIZE);
+    x->w->drops++;
+}
+
+static struct model *model_new_cache(unsigned seed, uint64_t cache_limit)
 {
     struct model *w = calloc(1, sizeof *w);
     w->bag = calloc(MAXMSG, sizeof *w->bag);
     w->seed = seed;
     for (int i = 0; i < NODES; i++) {
         w->ctx[i] = (struct nodectx){w, i};
-        struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_data, m_wake, m_now};
+        struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_data, m_wake, m_now, m_drop};
         ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, NULL, &ops), 0);
+        dsm_set_cache_limit(&w->node[i], cache_limit);
         for (int p = 0; p < PAGES; p++)
             w->prot[i][p] = home_of(NULL, (uint64_t)p) == i ? DSM_PROT_WRITE : DSM_PROT_NONE;
     }
     return w;
+}
+
+static struct model *model_new(unsigned seed)
+{
+    return model_new_cache(seed, 0);
 }
 
 static void model_free(struct model *w)
@@ -259,6 +280,41 @@ START_TEST(random_interleavings)
     ck_assert_uint_gt(rec, 100);
     model_free(w);
 }
+END_TEST
+
+static void bounded_run(uint64_t limit)
+{
+    unsigned seed = pick_seed();
+    struct model *w = model_new_cache(seed, limit);
+    run_random(w, 120000);
+    uint64_t ev = 0, wb = 0, inv = 0, rec = 0;
+    for (int i = 0; i < NODES; i++) {
+        const struct dsm_node *n = &w->node[i];
+        ev += n->stats.evictions;
+        wb += n->stats.writebacks;
+        inv += n->stats.inv_received;
+        rec += n->stats.recalls_received;
+        for (int d = 0; d < DSM_DROP_COUNT; d++)
+            ck_assert_uint_eq(n->stats.dropped[d], 0);
+        ck_assert_msg(n->cached <= limit, "seed %u: node %d holds %llu copies, limit %llu", seed,
+                      i, (unsigned long long)n->cached, (unsigned long long)limit);
+    }
+    printf("dsm model, cache limit %llu: seed %u, %llu reads, %llu writes, %llu evictions "
+           "(%llu written back), %llu copies freed\n", (unsigned long long)limit, seed,
+           (unsigned long long)w->reads, (unsigned long long)w->writes, (unsigned long long)ev,
+           (unsigned long long)wb, (unsigned long long)w->drops);
+    ck_assert_uint_ge(w->reads + w->writes, 100000);
+    ck_assert_uint_gt(ev, 1000); /* evictions really happened, clean and dirty, */
+    ck_assert_uint_gt(wb, 100);
+    ck_assert_uint_gt(inv, 100); /* alongside the usual races */
+    ck_assert_uint_gt(rec, 100);
+    model_free(w);
+}
+
+START_TEST(random_interleavings_cache_1) { bounded_run(1); }
+END_TEST
+
+START_TEST(random_interleavings_cache_2) { bounded_run(2); }
 END_TEST
 
 /* Helpers for the scripted scenarios. */
@@ -409,6 +465,8 @@ int main(void)
     TCase *t = tcase_create("model");
     tcase_set_timeout(t, 120);
     tcase_add_test(t, random_interleavings);
+    tcase_add_test(t, random_interleavings_cache_1);
+    tcase_add_test(t, random_interleavings_cache_2);
     tcase_add_test(t, local_faults_coalesce);
     tcase_add_test(t, invalidation_races_upgrade);
     tcase_add_test(t, request_for_page_in_transit);
