@@ -277,3 +277,70 @@ int ic_bench_ranked(const struct ic_config *c, long iters, uint32_t size)
     ic_close(b.ic);
     return r < 0 ? 1 : 0;
 }
+
+/* ---- the fabric's latency, for NUMA distances -------------------------------- */
+
+/* The p50 one-way latency (us) from the bench's JSON line. */
+static int parse_p50_us(const char *line, double *us)
+{
+    const char *p = strstr(line, "\"p50\":");
+    char *end;
+    if (!p)
+        return -EINVAL;
+    double v = strtod(p + 6, &end);
+    if (end == p + 6 || !(v > 0) || v > 1e9)
+        return -EINVAL;
+    *us = v;
+    return 0;
+}
+
+/* Runs `amalgam bench fabric --size 64 --iters 2000`, its stdout into out. */
+static int run_bench_child(char *out, size_t outlen)
+{
+    int fd[2];
+    if (pipe(fd) < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -errno;
+    }
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        char *av[] = {"/proc/self/exe", "bench", "fabric", "--size", "64", "--iters", "2000",
+                      NULL};
+        execv(av[0], av);
+        _exit(127);
+    }
+    close(fd[1]);
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < outlen && (k = read(fd[0], out + n, outlen - 1 - n)) > 0)
+        n += (size_t)k;
+    out[n] = 0;
+    close(fd[0]);
+    int st;
+    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+        return -EIO;
+    return 0;
+}
+
+int ic_measure_local_rtt_ns(double *ns, char *err, size_t errlen)
+{
+    char out[4096];
+    double us;
+    int r = run_bench_child(out, sizeof out);
+    if (r < 0) {
+        snprintf(err, errlen, "the fabric ping-pong between two local ranks failed");
+        return r;
+    }
+    if (parse_p50_us(out, &us) < 0) {
+        snprintf(err, errlen, "the fabric ping-pong printed no latency");
+        return -EINVAL;
+    }
+    *ns = 2 * us * 1e3;
+    return 0;
+}
