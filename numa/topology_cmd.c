@@ -155,17 +155,22 @@ static int parse_args(int argc, char **argv, struct topo_args *a, char *err, siz
 
 /* ---- --distance measured --------------------------------------------------- */
 
+int numa_measured_distance(double *local_ns, double *remote_ns, char *err, size_t errlen)
+{
+    int r = 0;
+    if (!*local_ns && (r = numa_measure_local_ns(local_ns)) < 0)
+        snprintf(err, errlen, "cannot measure the local memory latency: %s", strerror(-r));
+    if (!r && !*remote_ns)
+        r = ic_measure_local_rtt_ns(remote_ns, err, errlen);
+    return r < 0 ? r : numa_distance_from_latency(*local_ns, *remote_ns);
+}
+
 /* Replaces "measured" by the distance the latencies give, as a number in
- * buf, measuring whichever latency was not given. */
+ * buf. */
 static int resolve_measured(struct topo_args *a, char *buf, size_t len, char *err,
                             size_t errlen)
 {
-    int r = 0;
-    if (!a->local_ns && (r = numa_measure_local_ns(&a->local_ns)) < 0)
-        snprintf(err, errlen, "cannot measure the local memory latency: %s", strerror(-r));
-    if (!r && !a->remote_ns)
-        r = ic_measure_local_rtt_ns(&a->remote_ns, err, errlen);
-    int d = r < 0 ? r : numa_distance_from_latency(a->local_ns, a->remote_ns);
+    int d = numa_measured_distance(&a->local_ns, &a->remote_ns, err, errlen);
     if (d < 0)
         return d;
     snprintf(buf, len, "%d", d);
