@@ -233,6 +233,17 @@ else
     fail "--distance measured: $(tr '\n' '|' <"$TMP/m")"
 fi
 
+# Measured for real on this host: the fabric ping-pong and a memory probe
+# give some distance in 11..254, and --json shows the latencies used.
+if "$AMALGAM" topology --nodes 2 --distance measured --json >"$TMP/mj" 2>"$TMP/err" &&
+    dist=$(grep -o '"distances":\[10,[0-9]*\]' "$TMP/mj" | grep -o '[0-9]*\]' | tr -d ']') &&
+    [ -n "$dist" ] && [ "$dist" -ge 11 ] && [ "$dist" -le 254 ] &&
+    grep -q '"remote_latency_ns":[0-9]' "$TMP/mj"; then
+    ok "--distance measured: $(grep -o '"local_latency_ns[^}]*remote_latency_ns":[0-9.]*' "$TMP/mj") -> $dist"
+else
+    fail "--distance measured: $(cat "$TMP/mj" "$TMP/err")"
+fi
+
 # Bad input: one line, exit 2.
 for bad in "--nodes 0" "--mem 3M" "--nodes 2 --distance 10,20;20" "--nodes 2 --vcpus 2 --placement 0,5" \
     "--nodes 2 --distance 5" "--local-latency-ns 5" "--frobnicate"; do
