@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "dsm/tools.h"
 #include "interconnect/tools.h"
+#include "numa/tools.h"
 
 static const struct command {
     const char *name;
@@ -16,6 +17,7 @@ static const struct command {
     {"node", cmd_node, "one node of a machine, under mpirun, srun or ssh"},
     {"bench", cmd_bench, "benchmarks: vmexit, fabric (one JSON line each)"},
     {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
+    {"topology", topology_main, "the NUMA machine and ACPI tables a guest would see"},
     {"dsm-check", dsm_check_main, "check the DSM end to end (userfaultfd + fabric, host threads)"},
 };
 

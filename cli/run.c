@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/run_args.h"
 #include "interconnect/tools.h"
+#include "numa/tools.h"
 #include "vmm/cluster.h"
 
 /* Errors in what the user gave us (flags, kernel file) exit 2; the VMM or
@@ -22,28 +23,65 @@ static int status_for(int err)
     }
 }
 
+static bool distance_measured(const struct run_args *a)
+{
+    return a->vm.distance && !strcmp(a->vm.distance, "measured");
+}
+
+/* --distance measured: the local nodes all get the one distance measured
+ * here, as a number. */
+static int resolve_measured(struct run_args *a, char *buf, size_t len)
+{
+    double local_ns = 0, remote_ns = 0;
+    char err[256] = "";
+    int d = numa_measured_distance(&local_ns, &remote_ns, err, sizeof err);
+    if (d < 0) {
+        fprintf(stderr, "amalgam run: --distance measured: %s\n", err[0] ? err : strerror(-d));
+        return d;
+    }
+    if (a->vm.verbose)
+        fprintf(stderr, "amalgam: local memory %.0f ns, fabric round trip %.0f ns: "
+                "SLIT distance %d\n", local_ns, remote_ns, d);
+    snprintf(buf, len, "%d", d);
+    a->vm.distance = buf;
+    return 0;
+}
+
 /* --nodes K: K `amalgam node` processes on this host, wired through the
  * interconnect exactly as a launcher would wire them; node 0 has the
  * console and its exit status is ours. */
-static int run_cluster(int argc, char **argv, const struct run_args *a)
+static int run_cluster(int argc, char **argv, struct run_args *a)
 {
-    char **args = calloc((size_t)argc + 1, sizeof *args);
+    /* Preflight first, so that a user error is not preceded by a measurement. */
+    struct vm_config pre = a->vm;
+    char err[512] = "", dist[16];
+    if (distance_measured(a))
+        pre.distance = NULL;
+    int r = vm_preflight(&pre, a->nodes, err, sizeof err);
+    if (r < 0) {
+        fprintf(stderr, "amalgam run: %s\n", err[0] ? err : strerror(-r));
+        return status_for(r);
+    }
+    if (distance_measured(a) && resolve_measured(a, dist, sizeof dist) < 0)
+        return 1;
+    char **args = calloc((size_t)argc + 2, sizeof *args);
     int n = 0;
     if (!args)
         return 1;
+    /* The nodes get --distance as resolved here, so that all build the
+     * same SLIT. */
     for (int i = 1; i < argc; i++) {
-        bool pair = !strcmp(argv[i], "--nodes") || !strcmp(argv[i], "--fabric");
+        bool pair = !strcmp(argv[i], "--nodes") || !strcmp(argv[i], "--fabric") ||
+                    !strcmp(argv[i], "--distance");
         if (pair)
             i++;
-        else if (strncmp(argv[i], "--nodes=", 8) && strncmp(argv[i], "--fabric=", 9))
+        else if (strncmp(argv[i], "--nodes=", 8) && strncmp(argv[i], "--fabric=", 9) &&
+                 strncmp(argv[i], "--distance=", 11))
             args[n++] = argv[i];
     }
-    char err[512] = "";
-    int r = vm_preflight(&a->vm, a->nodes, err, sizeof err);
-    if (r < 0) {
-        free(args);
-        fprintf(stderr, "amalgam run: %s\n", err[0] ? err : strerror(-r));
-        return status_for(r);
+    if (a->vm.distance) {
+        args[n++] = "--distance";
+        args[n++] = (char *)a->vm.distance;
     }
     struct ic_config c = {.provider = IC_PROV_SHM};
     if (a->fabric)
@@ -69,6 +107,8 @@ int cmd_run(int argc, char **argv)
     }
     if (a.nodes > 1)
         return run_cluster(argc, argv, &a);
+    if (distance_measured(&a))
+        a.vm.distance = NULL; /* one node: no distances to measure */
     struct vm *vm;
     int r = vm_create(&a.vm, &vm, err, sizeof err);
     if (r < 0) {
@@ -98,6 +138,12 @@ int cmd_node(int argc, char **argv)
     if (a.help) {
         fputs(run_usage, stdout);
         return 0;
+    }
+    if (distance_measured(&a)) {
+        /* Nodes measuring on their own could each build a different SLIT. */
+        fprintf(stderr, "amalgam node: --distance measured needs one place to measure: give "
+                "the number 'amalgam topology --nodes 2 --distance measured' prints\n");
+        return 2;
     }
     struct ic *ic;
     if (ic_open(&c, &ic, err, sizeof err) < 0) {

@@ -1,10 +1,9 @@
 /* `amalgam run` flag parsing. Accepts "--flag value" and "--flag=value". */
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "cli/run_args.h"
 
 const char run_usage[] =
@@ -29,7 +28,9 @@ const char run_usage[] =
     "  --placement P     vCPUs to nodes: round-robin (default), block, or a list\n"
     "                    such as 0,0,1,1\n"
     "  --distance D      NUMA distance between nodes for SLIT: one number, or a\n"
-    "                    matrix such as 10,20;20,10 (default 20)\n"
+    "                    matrix such as 10,20;20,10 (default 20), or 'measured':\n"
+    "                    10 x fabric round trip / local memory latency, measured\n"
+    "                    here before the nodes start (see 'amalgam topology')\n"
     "  --dsm-cache SIZE  at most this much of other nodes' memory is cached on\n"
     "                    each node (e.g. 64M; default: no limit); the oldest\n"
     "                    copies are dropped or written back home, so the guest's\n"
@@ -43,45 +44,20 @@ const char run_usage[] =
     "  --verbose, -v     report host detection and unassigned guest I/O on stderr\n"
     "  --help, -h        this text\n";
 
-struct flag {
-    const char *name;
-    bool takes_value;
-    int (*apply)(struct run_args *a, const char *val, char *err, size_t errlen);
-};
-
-static int parse_int(const char *s, long lo, long hi, long *out)
+/* The flags apply to a struct run_args (flags.h passes it as ctx). */
+static int f_vcpus(void *a, const char *v, char *err, size_t n)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -EINVAL;
-    *out = v;
-    return 0;
+    return flag_parse_vcpus(v, &((struct run_args *)a)->vm.nr_vcpus, err, n);
 }
 
-static int f_vcpus(struct run_args *a, const char *v, char *err, size_t n)
+static int f_mem(void *a, const char *v, char *err, size_t n)
 {
-    long x;
-    if (parse_int(v, 1, VMM_MAX_VCPUS, &x) < 0) {
-        snprintf(err, n, "--vcpus '%s': expected a number from 1 to %d", v, VMM_MAX_VCPUS);
-        return -EINVAL;
-    }
-    a->vm.nr_vcpus = (int)x;
-    return 0;
+    return flag_parse_mem(v, &((struct run_args *)a)->vm.mem_size, err, n);
 }
 
-static int f_mem(struct run_args *a, const char *v, char *err, size_t n)
+static int f_dsm_cache(void *ctx, const char *v, char *err, size_t n)
 {
-    if (vmm_parse_size(v, &a->vm.mem_size) < 0) {
-        snprintf(err, n, "--mem '%s': expected a size such as 256M or 2G", v);
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int f_dsm_cache(struct run_args *a, const char *v, char *err, size_t n)
-{
+    struct run_args *a = ctx;
     if (vmm_parse_size(v, &a->vm.dsm_cache) < 0 || a->vm.dsm_cache < 4096) {
         snprintf(err, n, "--dsm-cache '%s': expected a size of at least 4K, such as 64M", v);
         return -EINVAL;
@@ -89,29 +65,33 @@ static int f_dsm_cache(struct run_args *a, const char *v, char *err, size_t n)
     return 0;
 }
 
-static int f_kernel(struct run_args *a, const char *v, char *err, size_t n)
+static int f_kernel(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)err, (void)n;
     a->vm.kernel = v;
     return 0;
 }
 
-static int f_initrd(struct run_args *a, const char *v, char *err, size_t n)
+static int f_initrd(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)err, (void)n;
     a->vm.initrd = v;
     return 0;
 }
 
-static int f_append(struct run_args *a, const char *v, char *err, size_t n)
+static int f_append(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)err, (void)n;
     a->vm.cmdline = v;
     return 0;
 }
 
-static int f_cpl0(struct run_args *a, const char *v, char *err, size_t n)
+static int f_cpl0(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     if (!strcmp(v, "auto"))
         a->vm.cpl0 = CPL0_AUTO;
     else if (!strcmp(v, "native"))
@@ -125,19 +105,14 @@ static int f_cpl0(struct run_args *a, const char *v, char *err, size_t n)
     return 0;
 }
 
-static int f_nodes(struct run_args *a, const char *v, char *err, size_t n)
+static int f_nodes(void *a, const char *v, char *err, size_t n)
 {
-    long x;
-    if (parse_int(v, 1, 64, &x) < 0) {
-        snprintf(err, n, "--nodes '%s': expected a number from 1 to 64", v);
-        return -EINVAL;
-    }
-    a->nodes = (int)x;
-    return 0;
+    return flag_parse_nodes(v, &((struct run_args *)a)->nodes, err, n);
 }
 
-static int f_fabric(struct run_args *a, const char *v, char *err, size_t n)
+static int f_fabric(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     if (strcmp(v, "shm") && strcmp(v, "tcp") && strcmp(v, "verbs") && strcmp(v, "auto")) {
         snprintf(err, n, "--fabric '%s': expected shm, tcp, verbs or auto", v);
         return -EINVAL;
@@ -146,36 +121,41 @@ static int f_fabric(struct run_args *a, const char *v, char *err, size_t n)
     return 0;
 }
 
-static int f_placement(struct run_args *a, const char *v, char *err, size_t n)
+static int f_placement(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)err, (void)n;
     a->vm.placement = v;
     return 0;
 }
 
-static int f_distance(struct run_args *a, const char *v, char *err, size_t n)
+static int f_distance(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)err, (void)n;
     a->vm.distance = v;
     return 0;
 }
 
-static int f_verbose(struct run_args *a, const char *v, char *err, size_t n)
+static int f_verbose(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)v, (void)err, (void)n;
     a->vm.verbose = true;
     return 0;
 }
 
-static int f_stats(struct run_args *a, const char *v, char *err, size_t n)
+static int f_stats(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)v, (void)err, (void)n;
     a->vm.stats = true;
     return 0;
 }
 
-static int f_help(struct run_args *a, const char *v, char *err, size_t n)
+static int f_help(void *ctx, const char *v, char *err, size_t n)
 {
+    struct run_args *a = ctx;
     (void)v, (void)err, (void)n;
     a->help = true;
     return 0;
@@ -192,19 +172,6 @@ static const struct flag flags[] = {
     {"--help", false, f_help},      {"-h", false, f_help},
 };
 
-static const struct flag *find_flag(const char *arg, const char **inline_val)
-{
-    const char *eq = strchr(arg, '=');
-    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
-        if (strlen(flags[i].name) == len && !strncmp(arg, flags[i].name, len)) {
-            *inline_val = eq ? eq + 1 : NULL;
-            return &flags[i];
-        }
-    }
-    return NULL;
-}
-
 static void set_defaults(struct run_args *a)
 {
     memset(a, 0, sizeof *a);
@@ -219,27 +186,9 @@ static void set_defaults(struct run_args *a)
 int run_parse_args(int argc, char **argv, struct run_args *a, char *err, size_t errlen)
 {
     set_defaults(a);
-    for (int i = 1; i < argc; i++) {
-        const char *val = NULL;
-        const struct flag *f = find_flag(argv[i], &val);
-        if (!f) {
-            snprintf(err, errlen, "unknown flag '%s' (see 'amalgam run --help')", argv[i]);
-            return -EINVAL;
-        }
-        if (f->takes_value && !val) {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "%s needs a value", f->name);
-                return -EINVAL;
-            }
-            val = argv[++i];
-        } else if (!f->takes_value && val) {
-            snprintf(err, errlen, "%s takes no value", f->name);
-            return -EINVAL;
-        }
-        int r = f->apply(a, val, err, errlen);
-        if (r < 0)
-            return r;
-    }
+    int r = flags_parse(flags, sizeof flags / sizeof flags[0], argc, argv, a, "run", err, errlen);
+    if (r < 0)
+        return r;
     if (!a->help && !a->vm.kernel) {
         snprintf(err, errlen, "--kernel FILE is required (see 'amalgam run --help')");
         return -EINVAL;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,4 +277,98 @@ int ic_bench_ranked(const struct ic_config *c, long iters, uint32_t size)
     free(lat);
     ic_close(b.ic);
     return r < 0 ? 1 : 0;
+}
+
+/* ---- the fabric's latency, for NUMA distances -------------------------------- */
+
+/* The p50 one-way latency (us) from the bench's JSON line. */
+static int parse_p50_us(const char *line, double *us)
+{
+    const char *p = strstr(line, "\"p50\":");
+    char *end;
+    if (!p)
+        return -EINVAL;
+    double v = strtod(p + 6, &end);
+    if (end == p + 6 || !(v > 0) || v > 1e9)
+        return -EINVAL;
+    *us = v;
+    return 0;
+}
+
+#define MEASURE_TIMEOUT_MS 30000
+
+/* Reads the child's stdout until EOF or the deadline. */
+static int read_until(int fd, char *out, size_t outlen, uint64_t deadline_ns)
+{
+    size_t n = 0;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= deadline_ns)
+            return -ETIMEDOUT;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, (int)((deadline_ns - now) / 1000000 + 1));
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (r <= 0)
+            continue;
+        ssize_t k = read(fd, out + n, outlen - 1 - n);
+        if (k <= 0 || (n += (size_t)k) + 1 >= outlen)
+            break;
+    }
+    out[n] = 0;
+    return 0;
+}
+
+/* Runs `amalgam bench fabric --size 64 --iters 2000`, its stdout into out.
+ * The bench and its two ranks get a process group of their own, so that a
+ * bench that hangs is ended whole. */
+static int run_bench_child(char *out, size_t outlen)
+{
+    int fd[2];
+    if (pipe2(fd, O_CLOEXEC) < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -errno;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        dup2(fd[1], 1);
+        char *av[] = {"/proc/self/exe", "bench", "fabric", "--size", "64", "--iters", "2000",
+                      NULL};
+        execv(av[0], av);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    close(fd[1]);
+    int r = read_until(fd[0], out, outlen, now_ns() + MEASURE_TIMEOUT_MS * 1000000ULL);
+    close(fd[0]);
+    if (r == -ETIMEDOUT)
+        kill(-pid, SIGKILL);
+    int st;
+    if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+        return r ? r : -EIO;
+    return r;
+}
+
+int ic_measure_local_rtt_ns(double *ns, char *err, size_t errlen)
+{
+    char out[4096];
+    double us;
+    int r = run_bench_child(out, sizeof out);
+    if (r == -ETIMEDOUT)
+        snprintf(err, errlen, "the fabric ping-pong between two local ranks did not finish "
+                 "in %d s", MEASURE_TIMEOUT_MS / 1000);
+    else if (r < 0)
+        snprintf(err, errlen, "the fabric ping-pong between two local ranks failed");
+    if (r < 0)
+        return r;
+    if (parse_p50_us(out, &us) < 0) {
+        snprintf(err, errlen, "the fabric ping-pong printed no latency");
+        return -EINVAL;
+    }
+    *ns = 2 * us * 1e3;
+    return 0;
 }

@@ -2,6 +2,7 @@
 #ifndef AMALGAM_INTERCONNECT_TOOLS_H
 #define AMALGAM_INTERCONNECT_TOOLS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "interconnect/interconnect.h"
@@ -13,5 +14,9 @@ int fabric_check_main(int argc, char **argv);
 int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
                    const struct ic_config *parent);
 int ic_bench_ranked(const struct ic_config *c, long iters, uint32_t size);
+/* Round-trip time of a small message between two local ranks over the
+ * default local fabric: runs `amalgam bench fabric` (which starts its own
+ * two ranks) and takes twice its median one-way latency. */
+int ic_measure_local_rtt_ns(double *ns, char *err, size_t errlen);
 
 #endif

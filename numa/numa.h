@@ -45,4 +45,27 @@ int numa_node_of_vcpu(const struct machine_desc *d, int vcpu);
 int acpi_build(const struct machine_desc *d, uint8_t *buf, size_t len, uint64_t buf_gpa,
                uint64_t *rsdp_gpa);
 
+/* Walks an acpi_build() buffer as a guest's firmware reader would: the
+ * RSDP at rsdp_gpa (passed to fn as "RSDP"), the XSDT, every table the XSDT
+ * lists, and the DSDT and FACS the FADT points at. Every address and
+ * length is checked against the buffer and every signature must be four
+ * of [A-Z0-9_]: -EINVAL otherwise. Checksums are not checked here, so that
+ * a tool can still show a table whose checksum is wrong (acpi_checksum_ok).
+ * Stops at, and returns, fn's first non-zero return. */
+typedef int (*acpi_table_fn)(void *ctx, const char sig[4], const uint8_t *table, size_t len);
+int acpi_walk(const uint8_t *buf, size_t len, uint64_t buf_gpa, uint64_t rsdp_gpa,
+              acpi_table_fn fn, void *ctx);
+/* Whether a table (or the RSDP, both of its checksums) sums to zero; the
+ * FACS has no checksum and is always fine. */
+int acpi_checksum_ok(const char sig[4], const uint8_t *table, size_t len);
+
+/* The SLIT distance of a node whose memory takes remote_ns to reach where
+ * local memory takes local_ns: 10 * remote / local, rounded, clamped to
+ * 11..254 (ACPI: 10 is local, 255 unreachable). -EINVAL unless both are
+ * positive and finite. */
+int numa_distance_from_latency(double local_ns, double remote_ns);
+/* Nanoseconds of one dependent load from memory that misses the caches:
+ * the "local" latency for numa_distance_from_latency. */
+int numa_measure_local_ns(double *ns);
+
 #endif
