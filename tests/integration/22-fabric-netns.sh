@@ -3,10 +3,10 @@
 source "$(dirname "$0")/common.bash"
 netns_pair
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/secret"
-flags=(fabric-check --fabric tcp --ranks 2 --bootstrap $NET.1:7420 --secret-file "$TMP/secret")
-ip netns exec $NS_A timeout 60 "$AMALGAM" "${flags[@]}" --rank 0 >"$TMP/a" 2>&1 &
+flags=(fabric-check --fabric tcp --ranks 2 --bootstrap "$NET.1:7420" --secret-file "$TMP/secret")
+ip netns exec "$NS_A" timeout 60 "$AMALGAM" "${flags[@]}" --rank 0 >"$TMP/a" 2>&1 &
 pa=$!
-ip netns exec $NS_B timeout 60 "$AMALGAM" "${flags[@]}" --rank 1 >"$TMP/b" 2>&1
+ip netns exec "$NS_B" timeout 60 "$AMALGAM" "${flags[@]}" --rank 1 >"$TMP/b" 2>&1
 rb=$?
 wait $pa
 ra=$?
