@@ -37,11 +37,11 @@ via_ssh=(--hostfile "$TMP/hosts" --ssh "$TMP/fake-ssh" --amalgam "$AMALGAM" --fa
 # --dry-run: the exact commands, nothing started.
 newport
 out=$("$LAUNCH" "${via_exec[@]}" --port $port --secret-file "$TMP/secret" --command dsm-check \
-    --dry-run --iters 500 2>&1)
+    --env FI_LOG_LEVEL=warn --dry-run --iters 500 2>&1)
 rc=$?
 want0="ip netns exec $NS_A bash -c "
-node0="$AMALGAM dsm-check --rank 0 --ranks 2 --bootstrap $NET.1:$port --secret-file $TMP/secret --fabric tcp --iters 500"
-node1="$AMALGAM dsm-check --rank 1 --ranks 2 --bootstrap $NET.1:$port --secret-file $TMP/secret --fabric tcp --iters 500"
+node0="env FI_LOG_LEVEL=warn $AMALGAM dsm-check --rank 0 --ranks 2 --bootstrap $NET.1:$port --secret-file $TMP/secret --fabric tcp --iters 500"
+node1="env FI_LOG_LEVEL=warn $AMALGAM dsm-check --rank 1 --ranks 2 --bootstrap $NET.1:$port --secret-file $TMP/secret --fabric tcp --iters 500"
 if [ $rc -eq 0 ] && [ "$(grep -c '^ip netns exec ' <<<"$out")" -eq 2 ] &&
     grep -qF "$want0" <<<"$out" && grep -qF "ip netns exec $NS_B bash -c " <<<"$out" &&
     grep -qF "# rank 0 on $NS_A: $node0" <<<"$out" && grep -qF "# rank 1 on $NS_B: $node1" <<<"$out" &&
