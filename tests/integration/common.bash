@@ -27,4 +27,23 @@ run_guest() {
         fail "$name ($*): exit $rc, output: $(tr '\n' '|' <"$out") $(tr '\n' '|' <"$TMP/err")"
     fi
 }
+# netns_pair: two "hosts", network namespaces $NS_A and $NS_B joined by a
+# veth pair, at $NET.1 and $NET.2; removed on every exit. Skips (77) where
+# namespaces cannot be made.
+netns_pair() {
+    [ "$(id -u)" -eq 0 ] || skip "SKIP: network namespaces need root"
+    NS_A=amalgam-a-$$ NS_B=amalgam-b-$$
+    trap 'ip netns del $NS_A 2>/dev/null; ip netns del $NS_B 2>/dev/null; rm -rf "$TMP"' EXIT
+    ip netns add "$NS_A" && ip netns add "$NS_B" || skip "SKIP: cannot create network namespaces here"
+    ip link add "va-$$" type veth peer name "vb-$$" || skip "SKIP: cannot create a veth pair here"
+    ip link set "va-$$" netns "$NS_A"
+    ip link set "vb-$$" netns "$NS_B"
+    ip -n "$NS_A" addr add "10.250.$((RANDOM % 250)).1/24" dev "va-$$" 2>/dev/null
+    NET=$(ip -n "$NS_A" -4 -o addr show dev "va-$$" | awk '{print $4}' | cut -d. -f1-3)
+    ip -n "$NS_B" addr add "$NET.2/24" dev "vb-$$"
+    local ns
+    for ns in "$NS_A" "$NS_B"; do ip -n "$ns" link set lo up; done
+    ip -n "$NS_A" link set "va-$$" up
+    ip -n "$NS_B" link set "vb-$$" up
+}
 finish() { [ $failures -eq 0 ]; }
