@@ -4,7 +4,9 @@
 #   run-tests.sh all           unit tests, then tests/integration/*.sh
 #   run-tests.sh long          tests/long/*.sh
 # An integration script passes with exit 0, skips with exit 77 (its last
-# line says why), fails otherwise. Logs go to build/test-logs/.
+# line says why), fails otherwise. Logs go to build/test-logs/. Each script
+# gets AMALGAM_TEST_TIMEOUT seconds (default 900; 2400 for the long tests,
+# whose Linux boot alone may take 1500 s where guest kernel mode is emulated).
 set -u
 cd "$(dirname "$0")/.."
 LOGS=build/test-logs
@@ -45,7 +47,7 @@ run_scripts() {
 case "${1:-all}" in
     unit) shift; run_units "$@" ;;
     all)  run_units build/tests/test_*; run_scripts tests/integration ;;
-    long) run_scripts tests/long ;;
+    long) TIMEOUT=${AMALGAM_TEST_TIMEOUT:-2400}; run_scripts tests/long ;;
     *) echo "usage: $0 unit BIN...|all|long" >&2; exit 2 ;;
 esac
 [ ${#failed[@]} -eq 0 ] || echo "failed: ${failed[*]}"

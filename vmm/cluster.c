@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sched.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include "dsm/host.h"
 #include "vmm/cluster.h"
@@ -18,6 +19,7 @@ int cluster_register_types(struct ic_types *t)
     r = r ?: ic_types_add(t, VM_T_IPI, sizeof(struct apic_msg), sizeof(struct apic_msg));
     r = r ?: ic_types_add(t, VM_T_IO_REQ, 0, 0);
     r = r ?: ic_types_add(t, VM_T_IO_REPLY, 0, 0);
+    r = r ?: ic_types_add(t, VM_T_TSC, 0, 0);
     return r ?: ic_types_add(t, VM_T_STOP, 0, 0);
 }
 
@@ -81,6 +83,12 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
     case VM_T_IO_REPLY:
         io_answered(vm, h);
         break;
+    case VM_T_TSC:
+        if (h->src_rank == 0 && vm->node != 0 && !atomic_load(&vm->tsc_ref_known)) {
+            vm->tsc_ref = h->arg0;
+            atomic_store(&vm->tsc_ref_known, true);
+        }
+        break;
     case VM_T_STOP:
         if (h->arg0 == VM_EXIT_ERROR && !vm->error[0])
             snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
@@ -135,6 +143,36 @@ static void *progress(void *arg)
     return NULL;
 }
 
+#define TSC_WAIT_NS 30000000000ULL
+
+/* One guest TSC for all nodes (see vm_set_tsc_reference): node 0 picks the
+ * reference now and sends it; the others wait for it (the message thread
+ * runs meanwhile, so DSM requests from node 0's running vCPUs are served). */
+static int sync_tsc(struct vm *vm, char *err, size_t errlen)
+{
+    if (vm->node == 0) {
+        uint64_t ref = __rdtsc();
+        for (int n = 1; n < vm->nnodes; n++)
+            if (ic_send(vm->cfg.ic, n, VM_T_TSC, ref, 0, NULL, 0) < 0) {
+                snprintf(err, errlen, "cannot send the TSC reference to node %d", n);
+                return -EIO;
+            }
+        return vm_set_tsc_reference(vm, ref, err, errlen);
+    }
+    uint64_t t0 = vmm_now_ns();
+    while (!atomic_load(&vm->tsc_ref_known)) {
+        if (atomic_load(&vm->stopping))
+            return 0; /* the run is over already; its reason is recorded */
+        if (vmm_now_ns() - t0 > TSC_WAIT_NS) {
+            snprintf(err, errlen, "node 0 sent no TSC reference within %llu s",
+                     TSC_WAIT_NS / 1000000000ULL);
+            return -ETIMEDOUT;
+        }
+        usleep(1000);
+    }
+    return vm_set_tsc_reference(vm, vm->tsc_ref, err, errlen);
+}
+
 int cluster_start(struct vm *vm, char *err, size_t errlen)
 {
     vm->dsm = calloc(1, sizeof *vm->dsm);
@@ -153,7 +191,7 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
         return -EAGAIN;
     }
     vm->progress_started = true;
-    return 0;
+    return sync_tsc(vm, err, errlen);
 }
 
 /* One write per node, so that the nodes' lines do not interleave. */

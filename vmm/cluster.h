@@ -21,10 +21,13 @@ enum vm_msg_type {
     VM_T_IO_REQ = 0x61,   /* arg0: vcpu<<32 | mmio<<25 | write<<24 | size<<16 | port; arg1: value or MMIO address<<32|value */
     VM_T_IO_REPLY = 0x62, /* arg0: vcpu; arg1: value */
     VM_T_STOP = 0x63,     /* arg0: reason; arg1: status */
+    VM_T_TSC = 0x64,      /* node 0 -> all at start: arg0: host TSC reference */
 };
 
 int cluster_register_types(struct ic_types *t);
-/* Attaches the DSM to guest memory and starts the node's message loop. */
+/* Attaches the DSM to guest memory, starts the node's message loop and
+ * makes guest TSC agree across nodes (node 0 picks the reference, the
+ * others wait for it): called before any vCPU thread runs. */
 int cluster_start(struct vm *vm, char *err, size_t errlen);
 void cluster_stop(struct vm *vm);
 

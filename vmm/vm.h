@@ -98,6 +98,8 @@ struct vm {
     struct dsm_host *dsm;
     pthread_t progress;
     bool progress_started;
+    uint64_t tsc_ref;             /* node 0's host TSC reference (VM_T_TSC) */
+    _Atomic bool tsc_ref_known;
 };
 
 uint64_t vmm_now_ns(void);
@@ -122,6 +124,10 @@ uint32_t vm_ioapic_access(struct vm *vm, uint64_t offset, bool write, uint32_t v
 void vm_set_irq(struct vm *vm, int pin, int level);
 /* A level-triggered EOI from a LAPIC, for the IOAPIC (takes dev_lock). */
 void vm_eoi(struct vm *vm, uint8_t vector);
+
+/* Sets every vCPU's TSC to (host TSC - ref) and re-bases the LAPIC clocks;
+ * before the vCPU threads start. 0, or -errno with err filled in. */
+int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen);
 
 void vcpu_kick(struct vcpu *v);
 /* The vCPU thread body. */

@@ -83,6 +83,15 @@ static inline uint64_t rdtsc(void)
     __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
     return ((uint64_t)hi << 32) | lo;
 }
+/* rdtsc after every earlier instruction has completed, so after earlier
+ * loads have taken their values (LFENCE; RDTSC, as the SDM suggests): a
+ * TSC read that must come after seeing another CPU's store. */
+static inline uint64_t rdtsc_ordered(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) :: "memory");
+    return ((uint64_t)hi << 32) | lo;
+}
 static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
 static inline uint64_t svc(uint64_t nr, uint64_t a, uint64_t b)
 {

@@ -229,6 +229,125 @@ static void mem_run(int cpu)
                mem_hi, ncpus);
 }
 
+/* ---- tsc ------------------------------------------------------------------ */
+
+/* TSC handed from CPU to CPU: for every pair of CPUs (on a multi-node
+ * machine, often on different node processes), a ping-pong of `rounds`
+ * hand-offs through one mailbox. The sender reads its TSC, stores it, then
+ * stores the hand-off's sequence number (release); the receiver waits for
+ * that number (acquire), then reads its own TSC with rdtsc_ordered() so
+ * that the read cannot run ahead of the load that saw the number. The
+ * receiver's reading happened after the sender's, so it must not be
+ * smaller: every backward step is counted and the worst one reported. */
+struct tsc_mbox {
+    volatile uint64_t seq; /* last hand-off published, counting from 1 */
+    volatile uint64_t tsc; /* the sender's TSC for it */
+} __attribute__((aligned(4096)));
+
+struct tsc_result {
+    uint64_t handoffs, backwards, worst, worst_pub, worst_read, min_fwd;
+    int worst_from;
+} __attribute__((aligned(64)));
+
+static struct tsc_mbox tsc_box;
+static struct tsc_result tsc_res[MAX_CPUS];
+static uint64_t tsc_rounds;
+
+static void tsc_setup(void)
+{
+    tsc_rounds = arg_or("rounds", 500);
+    if (tsc_rounds < 2)
+        tsc_rounds = 2;
+}
+
+/* One pair's ping-pong; hand-off k goes from a to b when k is even, from
+ * b to a when odd, and carries sequence number base + k + 1. */
+static void tsc_pair(int cpu, int a, int b, uint64_t base, struct tsc_result *r)
+{
+    int other = cpu == a ? b : a;
+    for (uint64_t k = 0; k < tsc_rounds && !test_failed; k++) {
+        uint64_t v = base + k + 1;
+        bool send = (k % 2 == 0) == (cpu == a);
+        if (send) {
+            /* The value is stored before the sequence number, and x86
+             * stores become visible in order. */
+            uint64_t t = rdtsc();
+            tsc_box.tsc = t;
+            __atomic_store_n(&tsc_box.seq, v, __ATOMIC_RELEASE);
+            continue;
+        }
+        uint64_t t0 = rdtsc(), s;
+        while ((s = __atomic_load_n(&tsc_box.seq, __ATOMIC_ACQUIRE)) < v) {
+            cpu_relax();
+            if (test_failed)
+                return;
+            if (timed_out(t0, 20)) {
+                ufail(cpu, "hand-off %lu from cpu %d never arrived (mailbox holds %lu)",
+                      k, other, s - base);
+                return;
+            }
+        }
+        uint64_t now = rdtsc_ordered();
+        uint64_t pub = tsc_box.tsc;
+        if (s != v) {
+            ufail(cpu, "mailbox holds hand-off %lu, expected %lu", s - base, k + 1);
+            return;
+        }
+        r->handoffs++;
+        if (now < pub) {
+            r->backwards++;
+            if (pub - now > r->worst) {
+                r->worst = pub - now;
+                r->worst_pub = pub;
+                r->worst_read = now;
+                r->worst_from = other;
+            }
+        } else if (now - pub < r->min_fwd) {
+            r->min_fwd = now - pub;
+        }
+    }
+}
+
+static void tsc_run(int cpu)
+{
+    struct tsc_result r = {.min_fwd = ~0ULL};
+    uint64_t base = 0;
+    for (int a = 0; a < ncpus; a++)
+        for (int b = a + 1; b < ncpus; b++) {
+            if (cpu == a || cpu == b)
+                tsc_pair(cpu, a, b, base, &r);
+            base += tsc_rounds;
+            ubarrier(); /* the next pair starts from a quiet mailbox */
+        }
+    tsc_res[cpu] = r;
+    ubarrier();
+    if (cpu != 0 || test_failed)
+        return;
+    struct tsc_result all = {.min_fwd = ~0ULL};
+    int worst_cpu = -1;
+    for (int c = 0; c < ncpus; c++) {
+        all.handoffs += tsc_res[c].handoffs;
+        all.backwards += tsc_res[c].backwards;
+        if (tsc_res[c].min_fwd < all.min_fwd)
+            all.min_fwd = tsc_res[c].min_fwd;
+        if (tsc_res[c].backwards && tsc_res[c].worst >= all.worst) {
+            all.worst = tsc_res[c].worst;
+            worst_cpu = c;
+        }
+    }
+    uint64_t want = (uint64_t)ncpus * (uint64_t)(ncpus - 1) / 2 * tsc_rounds;
+    uprint("tsc: %d CPUs, %lu hand-offs, %lu backwards, worst backward step %lu cycles, "
+           "smallest forward step %lu cycles\n", ncpus, all.handoffs, all.backwards, all.worst,
+           all.min_fwd == ~0ULL ? 0 : all.min_fwd);
+    if (all.handoffs != want)
+        ufail(-1, "%lu hand-offs checked, expected %lu", all.handoffs, want);
+    else if (worst_cpu >= 0)
+        ufail(-1, "TSC went backwards in %lu of %lu hand-offs; worst backward step %lu cycles "
+              "(cpu %d published %lu, then cpu %d read %lu)", all.backwards, all.handoffs,
+              all.worst, tsc_res[worst_cpu].worst_from, tsc_res[worst_cpu].worst_pub, worst_cpu,
+              tsc_res[worst_cpu].worst_read);
+}
+
 /* ---- bench-vmexit ------------------------------------------------------------ */
 
 static uint64_t bench_iters;
@@ -251,6 +370,7 @@ const struct test tests[] = {
     {"ipi", ipi_run, ipi_setup},
     {"timer", timer_run, NULL},
     {"mem", mem_run, mem_setup},
+    {"tsc", tsc_run, tsc_setup},
     {"bench-vmexit", bench_run, bench_setup},
     {NULL, NULL, NULL},
 };

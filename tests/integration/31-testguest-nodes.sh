@@ -1,6 +1,6 @@
 # The test guest on a machine spread over node processes: vCPUs on
 # different nodes, memory coherent through the DSM, IPIs and device I/O
-# crossing nodes.
+# crossing nodes, TSC consistent across nodes.
 source "$(dirname "$0")/common.bash"
 need_kvm
 for t in smp-counter spinlock ipi timer; do
@@ -8,6 +8,12 @@ for t in smp-counter spinlock ipi timer; do
     run_guest "$t" 0 --nodes 4 --vcpus 4 --mem 256M --append "test=$t"
 done
 run_guest mem 0 --nodes 2 --vcpus 2 --mem 96M --append test=mem
+# TSC handed between vCPUs on different node processes must never step back.
+for n in 2 4; do
+    run_guest tsc 0 --nodes $n --vcpus 4 --mem 256M --append "test=tsc rounds=500"
+    grep '^tsc:' "$TMP/out" || true
+done
+run_guest tsc 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=tsc rounds=200"
 run_guest smp-counter 0 --nodes 2 --vcpus 4 --fabric tcp --append test=smp-counter
 run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append test=ipi
 run_guest nonexistent 1 --nodes 2 --vcpus 2 --append test=nonexistent

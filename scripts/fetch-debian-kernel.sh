@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Fetches Debian's stock kernel without installing it and prints the path
+# of its bzImage:
+#   scripts/fetch-debian-kernel.sh [CACHE_DIR]     (default build/linux)
+# The package is the one linux-image-amd64 depends on (the newest
+# linux-image-*-amd64 apt offers), fetched with `apt-get download` and
+# unpacked with `dpkg-deb -x` into CACHE_DIR/PACKAGE/ (only boot/ is kept);
+# a later run reuses it. Exit status 3 when the package cannot be resolved or downloaded (no
+# mirror), 1 on other errors; messages go to stderr.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${1:-$ROOT/build/linux}
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+say() { echo "fetch-debian-kernel: $*" >&2; }
+
+pkg=${AMALGAM_LINUX_PACKAGE:-}
+if [ -z "$pkg" ]; then
+    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+          awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-amd64$/ { print $2; exit }')
+fi
+if [ -z "$pkg" ]; then
+    # No meta-package in the lists: the newest linux-image-*-amd64 apt knows.
+    pkg=$(apt-cache pkgnames linux-image- 2>/dev/null | grep -E '^linux-image-[0-9.]+-[0-9]+-amd64$' |
+          sort -V | tail -n 1 || true)
+fi
+[ -n "$pkg" ] || { say "apt knows no linux-image-*-amd64 package (run apt-get update?)"; exit 3; }
+
+dir="$CACHE/$pkg"
+if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+    (
+        cd "$CACHE"
+        rm -f "$pkg"_*.deb
+        if ! apt-get download -q "$pkg" >&2; then
+            say "cannot download $pkg (no network to the mirror?)"
+            exit 3
+        fi
+        deb=$(ls "$pkg"_*.deb | head -n 1)
+        rm -rf "$dir.tmp"
+        dpkg-deb -x "$deb" "$dir.tmp"
+        rm -rf "$dir.tmp/lib" "$dir.tmp/usr" # modules and docs: only boot/ is used
+        rm -rf "$dir"
+        mv "$dir.tmp" "$dir"
+        rm -f "$deb"
+    )
+fi
+k=$(ls "$dir"/boot/vmlinuz-* 2>/dev/null | head -n 1)
+[ -n "$k" ] || { say "$pkg holds no boot/vmlinuz-*"; exit 1; }
+echo "$k"
