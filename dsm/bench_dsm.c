@@ -26,15 +26,9 @@
 #include <x86intrin.h>
 
 #include "dsm/tools.h"
+#include "vmm/vmm.h"
 
 #define FLOOR_PAGES 2000
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -45,9 +39,9 @@ static int cmp_u64(const void *a, const void *b)
 /* Guest TSC runs at the host's rate under KVM: measure it here. */
 static double tsc_ghz(void)
 {
-    uint64_t t0 = now_ns(), c0 = __rdtsc();
+    uint64_t t0 = vmm_now_ns(), c0 = __rdtsc();
     usleep(200000);
-    return (double)(__rdtsc() - c0) / (double)(now_ns() - t0);
+    return (double)(__rdtsc() - c0) / (double)(vmm_now_ns() - t0);
 }
 
 struct floor_ctx {
@@ -93,9 +87,9 @@ static int uffd_floor_ns(uint64_t *p50)
     pthread_create(&t, NULL, resolver, &f);
     static uint64_t lat[FLOOR_PAGES];
     for (int i = 0; i < FLOOR_PAGES; i++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = vmm_now_ns();
         (void)*(volatile uint8_t *)(guest + (size_t)i * 4096);
-        lat[i] = now_ns() - t0;
+        lat[i] = vmm_now_ns() - t0;
     }
     f.stop = 1;
     pthread_join(t, NULL);
