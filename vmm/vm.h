@@ -102,8 +102,6 @@ struct vm {
     _Atomic bool tsc_ref_known;
 };
 
-uint64_t vmm_now_ns(void);
-
 /* Ends the run (first caller wins): records why and with which status,
  * wakes every vCPU and the main loop. Safe from any thread. */
 void vm_stop(struct vm *vm, enum vm_exit_reason why, int status);
