@@ -136,19 +136,68 @@ static uint64_t field(const char *line, const char *key)
     return p ? strtoull(p + strlen(key), NULL, 10) : 0;
 }
 
+/* The fabric's p50 one-way times for a 32-byte request and a 4 KiB
+ * response, in ns. */
+static int fabric_floor(const char *fabric, double *req, double *resp)
+{
+    char l0[512], l4[512], fa[128], fb[128];
+    snprintf(fa, sizeof fa, "bench fabric --fabric %s --size 32 --iters 2000", fabric);
+    snprintf(fb, sizeof fb, "bench fabric --fabric %s --size 4096 --iters 2000", fabric);
+    if (run_scan(fa, "\"bench\":\"fabric\"", l0, sizeof l0) < 0 ||
+        run_scan(fb, "\"bench\":\"fabric\"", l4, sizeof l4) < 0)
+        return -EIO;
+    *req = json_num(l0, "\"p50\":") * 1e3;
+    *resp = json_num(l4, "\"p50\":") * 1e3;
+    return 0;
+}
+
+/* --host: the same measurement with a host thread of node 1 in place of a
+ * vCPU (dsm-check --bench), against a host thread's userfaultfd round trip
+ * plus the fabric. Needs no KVM; isolates the DSM's own share. */
+static int bench_host(const char *fabric, int pages)
+{
+    char line[512], args[256];
+    snprintf(args, sizeof args, "dsm-check --local 2 --threads 1 --fabric %s --bench %d", fabric,
+             pages);
+    double req, resp;
+    uint64_t uffd50 = 0;
+    if (run_scan(args, "dsm-bench:", line, sizeof line) < 0) {
+        fprintf(stderr, "amalgam bench dsm: the host-thread benchmark did not run\n");
+        return 1;
+    }
+    if (fabric_floor(fabric, &req, &resp) < 0 || uffd_floor_ns(&uffd50) < 0) {
+        fprintf(stderr, "amalgam bench dsm: the floor measurements failed\n");
+        return 1;
+    }
+    double floor = (double)uffd50 + req + resp, r50 = (double)field(line, "read_p50 ");
+    printf("{\"bench\":\"dsm\",\"mode\":\"host-thread\",\"nodes\":2,\"fabric\":\"%s\","
+           "\"pages\":%d,\"remote_read_fault_us\":{\"p50\":%.1f,\"p99\":%.1f},"
+           "\"remote_write_fault_us\":{\"p50\":%.1f,\"p99\":%.1f},"
+           "\"floor_us\":{\"host_thread_uffd\":%.1f,\"request\":%.1f,\"response_4k\":%.1f,"
+           "\"total\":%.1f},\"read_ratio\":%.2f,\"goal\":1.5}\n",
+           fabric, pages, r50 / 1e3, (double)field(line, "read_p99 ") / 1e3,
+           (double)field(line, "write_p50 ") / 1e3, (double)field(line, "write_p99 ") / 1e3,
+           (double)uffd50 / 1e3, req / 1e3, resp / 1e3, floor / 1e3, r50 / floor);
+    return 0;
+}
+
 int bench_dsm_main(int argc, char **argv)
 {
     const char *fabric = "shm";
     int pages = 1000;
+    bool host = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--fabric") && i + 1 < argc)
+        if (!strcmp(argv[i], "--host"))
+            host = true;
+        else if (!strcmp(argv[i], "--fabric") && i + 1 < argc)
             fabric = argv[++i];
         else if (!strcmp(argv[i], "--pages") && i + 1 < argc)
             pages = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--nodes") && i + 1 < argc && !strcmp(argv[i + 1], "2"))
             i++;
         else {
-            fprintf(stderr, "usage: amalgam bench dsm [--nodes 2] [--fabric shm|tcp] [--pages N]\n");
+            fprintf(stderr, "usage: amalgam bench dsm [--nodes 2] [--fabric shm|tcp] [--pages N] "
+                    "[--host]\n");
             return 2;
         }
     }
@@ -157,7 +206,6 @@ int bench_dsm_main(int argc, char **argv)
         return 2;
     }
     char line[512], args[4400];
-    double ghz = tsc_ghz();
     /* The guest sits beside the binary: build/amalgam -> build/guest/. */
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -165,6 +213,9 @@ int bench_dsm_main(int argc, char **argv)
         return 1;
     exe[n] = 0;
     memcpy(self_path, exe, (size_t)n + 1);
+    if (host)
+        return bench_host(fabric, pages);
+    double ghz = tsc_ghz();
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = 0;
@@ -176,16 +227,12 @@ int bench_dsm_main(int argc, char **argv)
     }
     uint64_t rd50 = field(line, "read_p50 "), rd99 = field(line, "read_p99 ");
     uint64_t wr50 = field(line, "write_p50 "), wr99 = field(line, "write_p99 ");
-    char l0[512], l4[512], fa[128], fb[128];
-    snprintf(fa, sizeof fa, "bench fabric --fabric %s --size 32 --iters 2000", fabric);
-    snprintf(fb, sizeof fb, "bench fabric --fabric %s --size 4096 --iters 2000", fabric);
+    double req, resp;
     uint64_t uffd50 = 0;
-    if (run_scan(fa, "\"bench\":\"fabric\"", l0, sizeof l0) < 0 ||
-        run_scan(fb, "\"bench\":\"fabric\"", l4, sizeof l4) < 0 || uffd_floor_ns(&uffd50) < 0) {
+    if (fabric_floor(fabric, &req, &resp) < 0 || uffd_floor_ns(&uffd50) < 0) {
         fprintf(stderr, "amalgam bench dsm: the floor measurements failed\n");
         return 1;
     }
-    double req = json_num(l0, "\"p50\":") * 1e3, resp = json_num(l4, "\"p50\":") * 1e3;
     double local = (double)field(line, "local_p50 ") / ghz;
     double floor = local + req + resp;
     double r50 = (double)rd50 / ghz, w50 = (double)wr50 / ghz;

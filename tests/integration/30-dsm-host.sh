@@ -18,4 +18,11 @@ check 2
 check 4
 check 2 --fabric tcp
 check 3 --iters 2000 --threads 3
+# The host-thread DSM benchmark runs and prints its one JSON line.
+line=$(timeout 120 "$AMALGAM" bench dsm --host --pages 100 2>&1)
+if grep -Eq '^\{"bench":"dsm","mode":"host-thread".*"remote_read_fault_us":\{"p50":[0-9.]+.*"read_ratio":[0-9.]+' <<<"$line"; then
+    ok "bench dsm --host: $line"
+else
+    fail "bench dsm --host: $line"
+fi
 finish
