@@ -118,7 +118,8 @@ int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
     return status;
 }
 
-/* Messages in flight at most while streaming: half the posted receives. */
+/* Messages in flight at most while streaming, well within the receiver's
+ * posted receives (see fabric.c: NRX). */
 #define STREAM_WINDOW 32
 
 /* ---- bench fabric -------------------------------------------------------------- */
