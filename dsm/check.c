@@ -343,14 +343,14 @@ static int run(struct check *c, const struct ic_config *cfg)
         printf("dsm-check: rank %d of %d: ok in %.2f s; %llu read faults, %llu write faults "
                "(%llu upgrades), %llu invalidations, %llu recalls, %llu userfaultfd events, "
                "%llu resolve errors, %llu map errors; %llu evictions (%llu written back), "
-               "peak resident %llu of %llu MiB\n", cfg->rank, cfg->size, secs,
+               "peak resident %llu of %llu KiB\n", cfg->rank, cfg->size, secs,
                (unsigned long long)s->read_faults, (unsigned long long)s->write_faults,
                (unsigned long long)s->upgrades, (unsigned long long)s->inv_received,
                (unsigned long long)s->recalls_received,
                (unsigned long long)c->host.uffd_events, (unsigned long long)c->host.resolve_errors,
                (unsigned long long)s->map_errors, (unsigned long long)s->evictions,
-               (unsigned long long)s->writebacks, (unsigned long long)(c->peak_bytes >> 20),
-               (unsigned long long)(len >> 20));
+               (unsigned long long)s->writebacks, (unsigned long long)(c->peak_bytes >> 10),
+               (unsigned long long)(len >> 10));
     else if (r == -EPIPE)
         fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
                 cfg->rank, c->dead);
