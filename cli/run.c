@@ -83,7 +83,7 @@ static int run_cluster(int argc, char **argv, struct run_args *a)
         args[n++] = "--distance";
         args[n++] = (char *)a->vm.distance;
     }
-    struct ic_config c = {.provider = IC_PROV_SHM};
+    struct ic_config c = {.provider = IC_PROV_SHM, .pin_local = a->pin};
     if (a->fabric)
         c.provider = !strcmp(a->fabric, "tcp") ? IC_PROV_TCP
                      : !strcmp(a->fabric, "verbs") ? IC_PROV_VERBS

@@ -31,6 +31,9 @@ const char run_usage[] =
     "                    matrix such as 10,20;20,10 (default 20), or 'measured':\n"
     "                    10 x fabric round trip / local memory latency, measured\n"
     "                    here before the nodes start (see 'amalgam topology')\n"
+    "  --pin             with --nodes K: give each node process its own share of\n"
+    "                    this host's CPUs (steadier timings when the nodes share\n"
+    "                    a small host)\n"
     "  --dsm-cache SIZE  at most this much of other nodes' memory is cached on\n"
     "                    each node (e.g. 64M; default: no limit); the oldest\n"
     "                    copies are dropped or written back home, so the guest's\n"
@@ -145,6 +148,14 @@ static int f_verbose(void *ctx, const char *v, char *err, size_t n)
     return 0;
 }
 
+static int f_pin(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    (void)v, (void)err, (void)n;
+    a->pin = true;
+    return 0;
+}
+
 static int f_stats(void *ctx, const char *v, char *err, size_t n)
 {
     struct run_args *a = ctx;
@@ -169,6 +180,7 @@ static const struct flag flags[] = {
     {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
     {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
+    {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };
 

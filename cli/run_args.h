@@ -12,6 +12,7 @@ struct run_args {
     struct vm_config vm;
     int nodes;          /* node processes to start on this host */
     const char *fabric; /* their interconnect provider, NULL: auto */
+    bool pin;           /* give each local node process its own CPUs */
     bool help;
 };
 

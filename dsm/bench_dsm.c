@@ -157,8 +157,8 @@ static int fabric_floor(const char *fabric, double *req, double *resp)
 static int bench_host(const char *fabric, int pages)
 {
     char line[512], args[256];
-    snprintf(args, sizeof args, "dsm-check --local 2 --threads 1 --fabric %s --bench %d", fabric,
-             pages);
+    snprintf(args, sizeof args, "dsm-check --local 2 --pin --threads 1 --fabric %s --bench %d",
+             fabric, pages);
     double req, resp;
     uint64_t uffd50 = 0;
     if (run_scan(args, "dsm-bench:", line, sizeof line) < 0) {
@@ -219,7 +219,7 @@ int bench_dsm_main(int argc, char **argv)
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = 0;
-    snprintf(args, sizeof args, "run --nodes 2 --vcpus 2 --mem 256M --fabric %s --kernel "
+    snprintf(args, sizeof args, "run --nodes 2 --pin --vcpus 2 --mem 256M --fabric %s --kernel "
              "%s/guest/testguest.elf --append 'test=bench-dsm pages=%d'", fabric, exe, pages);
     if (run_scan(args, "bench-dsm:", line, sizeof line) < 0) {
         fprintf(stderr, "amalgam bench dsm: the guest benchmark did not run\n");

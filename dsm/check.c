@@ -379,6 +379,8 @@ int dsm_check_main(int argc, char **argv)
         fprintf(stderr, "amalgam dsm-check: %s\n", err);
         return 2;
     }
+    for (int i = 1; i < argc; i++) /* wherever it stands relative to --local */
+        cfg.pin_local |= !strcmp(argv[i], "--pin");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             c.threads = atoi(argv[++i]);
@@ -388,6 +390,8 @@ int dsm_check_main(int argc, char **argv)
                 fprintf(stderr, "amalgam dsm-check: --bench 10..4096 pages\n");
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--pin")) {
+            cfg.pin_local = true; /* for --local; a rank itself ignores it */
         } else if (!strcmp(argv[i], "--sweep")) {
             c.sweep = true;
         } else if (!strcmp(argv[i], "--mem") && i + 1 < argc) {

@@ -74,6 +74,9 @@ struct ic_config {
     size_t secret_len;      /* 0: no secret */
     int join_timeout_ms;
     struct ic_types types;
+    /* ic_spawn_local only: give each local rank its own share of this
+     * process's CPUs (stable timings when several nodes share a host). */
+    bool pin_local;
 };
 
 /* Why a message was dropped; counters in struct ic_stats. */
