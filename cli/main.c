@@ -15,7 +15,7 @@ static const struct command {
 } commands[] = {
     {"run", cmd_run, "start a guest (with --nodes K: over K node processes here)"},
     {"node", cmd_node, "one node of a machine, under mpirun, srun or ssh"},
-    {"bench", cmd_bench, "benchmarks: vmexit, fabric (one JSON line each)"},
+    {"bench", cmd_bench, "benchmarks: vmexit, fabric, dsm (one JSON line each)"},
     {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
     {"topology", topology_main, "the NUMA machine and ACPI tables a guest would see"},
     {"dsm-check", dsm_check_main, "check the DSM end to end (userfaultfd + fabric, host threads)"},
@@ -25,7 +25,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: amalgam COMMAND [ARGS...]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n'amalgam COMMAND --help' describes each command's flags.\n");
 }
 

@@ -364,6 +364,23 @@ static int run(struct check *c, const struct ic_config *cfg)
     return r;
 }
 
+static const char check_usage[] =
+    "usage: amalgam dsm-check [--local K [--pin]] [node flags] [--threads N] [--iters N]\n"
+    "                         [--sweep --mem SIZE [--dsm-cache SIZE]] [--bench PAGES]\n"
+    "The DSM end to end with host threads standing in for vCPUs (no KVM needed).\n"
+    "Default: every thread of every rank does lock xadd on one shared counter and\n"
+    "plain increments on its own word of one shared page; the totals must be exact.\n"
+    "  --local K          start K ranks on this host (--pin: each on its own CPUs)\n"
+    "  --threads N        threads per rank (default 2)\n"
+    "  --iters N          increments per thread (default 100000)\n"
+    "  --sweep            instead, every rank writes its share of all pages, then\n"
+    "                     reads back every page; reports peak resident memory\n"
+    "  --mem SIZE         shared memory size for --sweep (e.g. 96M)\n"
+    "  --dsm-cache SIZE   bound on other ranks' pages cached per rank\n"
+    "  --bench PAGES      rank 1 times first reads and writes of rank 0's pages\n"
+    "Node flags (--rank --ranks --bootstrap --secret-file --fabric) as for every\n"
+    "multi-node command; rank and size also come from mpirun/srun.\n";
+
 int dsm_check_main(int argc, char **argv)
 {
     struct ic_config cfg;
@@ -413,8 +430,11 @@ int dsm_check_main(int argc, char **argv)
             /* The ranks get every flag but this one. */
             memmove(&argv[i - 1], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
             return ic_spawn_local(NULL, argc - 2, argv, n < 2 ? 2 : n, &cfg) ? 1 : 0;
+        } else if (!strcmp(argv[i], "--help")) {
+            fputs(check_usage, stdout);
+            return 0;
         } else {
-            fprintf(stderr, "amalgam dsm-check: unknown flag '%s'\n", argv[i]);
+            fprintf(stderr, "amalgam dsm-check: unknown flag '%s'\n%s", argv[i], check_usage);
             return 2;
         }
     }
