@@ -17,6 +17,7 @@ check() { # ranks, extra flags...
 check 2
 check 4
 check 2 --fabric tcp
+check 2 --pin
 check 3 --iters 2000 --threads 3
 # The host-thread DSM benchmark runs and prints its one JSON line.
 line=$(timeout 120 "$AMALGAM" bench dsm --host --pages 100 2>&1)
