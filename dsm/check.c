@@ -9,8 +9,6 @@
  * large-memory check (each rank reports its peak resident memory). */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +27,6 @@
 #define T_READY 0x12
 #define T_GO 0x13
 #define PAGES_PER_RANK 16
-/* How long the progress loop polls without sleeping after traffic. On a
- * 2-core host with two nodes, never spinning costs two sleeps per remote
- * fault (~270 us) and always spinning starves the fault threads (~280 us);
- * 500 us gives ~60 us (bench dsm --host). */
-#define SPIN_NS 500000
 
 struct check {
     struct dsm_host host;
@@ -92,22 +85,10 @@ static void *progress(void *arg)
 {
     struct check *c = arg;
     uint64_t last = 0;
-    uint64_t active = 0;
     while (!c->stop) {
         int n = ic_poll(c->ic, on_message, c, 64);
         uint64_t t = now_ns();
-        if (n > 0)
-            active = t;
-        /* As a VMM node does (vmm/cluster.c): poll without sleeping only
-         * while an answer is due, or this thread starves the fault thread
-         * and the workers on a small host. */
-        uint64_t recent = atomic_load(&c->host.last_request_ns);
-        if (recent < active)
-            recent = active;
-        if (n == 0 && t - recent > SPIN_NS)
-            ic_wait(c->ic, 1);
-        else if (n == 0)
-            sched_yield();
+        dsm_host_pace(&c->host, n, t);
         if (t - last > 50000000ULL) {
             last = t;
             sample_resident(c);

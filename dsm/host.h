@@ -50,9 +50,11 @@ struct dsm_host {
     uint8_t *woken_flag; /* each page at most once in woken[] */
     unsigned nwoken;
     uint64_t uffd_events, resolve_errors, drop_errors;
-    /* When this node last asked another for a page: its message loop polls
-     * without sleeping for a while after it, since the answer is coming. */
+    /* When this node last asked another for a page (fault thread), and when
+     * its message loop last handled a message (that loop only): see
+     * dsm_host_pace. */
     _Atomic uint64_t last_request_ns;
+    uint64_t last_traffic_ns;
 };
 
 /* Registers the 0x20-0x28 DSM message types with an interconnect config. */
@@ -66,6 +68,13 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
                    uint8_t *agent_view, uint64_t npages, uint64_t cache_pages,
                    int (*home_of)(void *hctx, uint64_t page), void *hctx);
 void dsm_host_stop(struct dsm_host *h);
+
+/* Paces the node's message loop after one poll that handled `handled`
+ * messages at `now`: polls again at once (yielding the CPU) while traffic
+ * is recent or this node awaits a page, else sleeps in ic_wait. Sleeping
+ * costs a wake-up on every hop of a page transfer; spinning for ever
+ * starves the fault and vCPU threads on a small host. */
+void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now);
 
 /* Interconnect handler for DSM messages (ctx = the host). */
 void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payload);

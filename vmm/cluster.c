@@ -3,15 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <unistd.h>
 #include <x86intrin.h>
 
 #include "dsm/host.h"
 #include "vmm/cluster.h"
 #include "vmm/vm.h"
-
-#define SPIN_NS 500000ULL /* poll this long after the last DSM activity */
 
 int cluster_register_types(struct ic_types *t)
 {
@@ -110,12 +107,9 @@ static void *progress(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    uint64_t active = 0;
     while (!atomic_load(&vm->stopping)) {
         int n = ic_poll(vm->cfg.ic, on_message, vm, 64);
         uint64_t t = vmm_now_ns();
-        if (n > 0)
-            active = t;
         if (t - last > 50000000ULL) {
             last = t;
             if (ic_tick(vm->cfg.ic, t) < 0) {
@@ -124,16 +118,7 @@ static void *progress(void *arg)
                 break;
             }
         }
-        /* Sleeping costs a wake-up on every hop of a page transfer, so
-         * poll without sleeping while traffic is recent or an answer is
-         * due; yield so that this host's vCPU threads still run. */
-        uint64_t recent = atomic_load(&vm->dsm->last_request_ns);
-        if (recent < active)
-            recent = active;
-        if (n == 0 && t - recent > SPIN_NS)
-            ic_wait(vm->cfg.ic, 1);
-        else if (n == 0)
-            sched_yield();
+        dsm_host_pace(vm->dsm, n, t);
     }
     /* Drain a little longer so that a stop we sent reaches the others. */
     uint64_t end = vmm_now_ns() + 200000000ULL;
