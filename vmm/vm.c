@@ -368,15 +368,21 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     return 0;
 }
 
+/* Everything that needs no KVM: guest memory, firmware tables, the kernel. */
+static int prepare_guest(struct vm *vm, char *err, size_t errlen)
+{
+    int r = create_memory(vm, err, errlen);
+    r = r ?: build_firmware_tables(vm, err, errlen);
+    return r ?: load_guest(vm, err, errlen);
+}
+
 int vm_preflight(const struct vm_config *cfg, int nnodes, char *err, size_t errlen)
 {
     struct vm *vm = NULL;
     int r = vm_alloc(cfg, &vm, err, errlen);
     if (vm)
         vm->nnodes = nnodes;
-    r = r ?: create_memory(vm, err, errlen);
-    r = r ?: build_firmware_tables(vm, err, errlen);
-    r = r ?: load_guest(vm, err, errlen);
+    r = r ?: prepare_guest(vm, err, errlen);
     r = r ?: kvm_open_system(&vm->kvm_fd, &vm->run_size, err, errlen);
     vm_destroy(vm);
     return r;
@@ -388,9 +394,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     int r = vm_alloc(cfg, &vm, err, errlen);
     if (r < 0)
         goto fail;
-    r = create_memory(vm, err, errlen);
-    r = r ?: build_firmware_tables(vm, err, errlen);
-    r = r ?: load_guest(vm, err, errlen);
+    r = prepare_guest(vm, err, errlen);
     if (r < 0)
         goto fail;
     r = kvm_open_system(&vm->kvm_fd, &vm->run_size, err, errlen);
