@@ -26,6 +26,7 @@
 #include <x86intrin.h>
 
 #include "dsm/tools.h"
+#include "interconnect/tools.h"
 #include "vmm/vmm.h"
 
 #define FLOOR_PAGES 2000
@@ -124,12 +125,6 @@ static int run_scan(const char *args, const char *key, char *line, size_t len)
     return found && st == 0 ? 0 : -EIO;
 }
 
-static double json_num(const char *line, const char *key)
-{
-    const char *p = strstr(line, key);
-    return p ? strtod(p + strlen(key), NULL) : -1;
-}
-
 static uint64_t field(const char *line, const char *key)
 {
     const char *p = strstr(line, key);
@@ -140,15 +135,12 @@ static uint64_t field(const char *line, const char *key)
  * response, in ns. */
 static int fabric_floor(const char *fabric, double *req, double *resp)
 {
-    char l0[512], l4[512], fa[128], fb[128];
-    snprintf(fa, sizeof fa, "bench fabric --fabric %s --size 32 --iters 2000", fabric);
-    snprintf(fb, sizeof fb, "bench fabric --fabric %s --size 4096 --iters 2000", fabric);
-    if (run_scan(fa, "\"bench\":\"fabric\"", l0, sizeof l0) < 0 ||
-        run_scan(fb, "\"bench\":\"fabric\"", l4, sizeof l4) < 0)
-        return -EIO;
-    *req = json_num(l0, "\"p50\":") * 1e3;
-    *resp = json_num(l4, "\"p50\":") * 1e3;
-    return 0;
+    char err[256];
+    int r = ic_bench_p50_ns(fabric, 32, req, err, sizeof err);
+    r = r ?: ic_bench_p50_ns(fabric, 4096, resp, err, sizeof err);
+    if (r < 0)
+        fprintf(stderr, "amalgam bench dsm: %s\n", err);
+    return r;
 }
 
 /* --host: the same measurement with a host thread of node 1 in place of a

@@ -363,11 +363,13 @@ static int read_until(int fd, char *out, size_t outlen, uint64_t deadline_ns)
     return 0;
 }
 
-/* Runs `amalgam bench fabric --size 64 --iters 2000`, its stdout into out.
- * The bench and its two ranks get a process group of their own, so that a
- * bench that hangs is ended whole. */
-static int run_bench_child(char *out, size_t outlen)
+/* Runs `amalgam bench fabric [--fabric P] --size S --iters 2000`, its stdout
+ * into out. The bench and its two ranks get a process group of their own,
+ * so that a bench that hangs is ended whole. */
+static int run_bench_child(const char *fabric, uint32_t size, char *out, size_t outlen)
 {
+    char sz[16];
+    snprintf(sz, sizeof sz, "%u", size);
     int fd[2];
     if (pipe2(fd, O_CLOEXEC) < 0)
         return -errno;
@@ -380,8 +382,8 @@ static int run_bench_child(char *out, size_t outlen)
     if (pid == 0) {
         setpgid(0, 0);
         dup2(fd[1], 1);
-        char *av[] = {"/proc/self/exe", "bench", "fabric", "--size", "64", "--iters", "2000",
-                      NULL};
+        char *av[] = {"/proc/self/exe", "bench", "fabric", "--size", sz, "--iters", "2000",
+                      fabric ? "--fabric" : NULL, (char *)fabric, NULL};
         execv(av[0], av);
         _exit(127);
     }
@@ -397,11 +399,11 @@ static int run_bench_child(char *out, size_t outlen)
     return r;
 }
 
-int ic_measure_local_rtt_ns(double *ns, char *err, size_t errlen)
+int ic_bench_p50_ns(const char *fabric, uint32_t size, double *ns, char *err, size_t errlen)
 {
     char out[4096];
     double us;
-    int r = run_bench_child(out, sizeof out);
+    int r = run_bench_child(fabric, size, out, sizeof out);
     if (r == -ETIMEDOUT)
         snprintf(err, errlen, "the fabric ping-pong between two local ranks did not finish "
                  "in %d s", MEASURE_TIMEOUT_MS / 1000);
@@ -413,6 +415,14 @@ int ic_measure_local_rtt_ns(double *ns, char *err, size_t errlen)
         snprintf(err, errlen, "the fabric ping-pong printed no latency");
         return -EINVAL;
     }
-    *ns = 2 * us * 1e3;
+    *ns = us * 1e3;
     return 0;
+}
+
+int ic_measure_local_rtt_ns(double *ns, char *err, size_t errlen)
+{
+    int r = ic_bench_p50_ns(NULL, 64, ns, err, errlen);
+    if (r == 0)
+        *ns *= 2; /* a request and its answer */
+    return r;
 }

@@ -14,6 +14,10 @@ int fabric_check_main(int argc, char **argv);
 int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
                    const struct ic_config *parent);
 int ic_bench_ranked(const struct ic_config *c, long iters, uint32_t size);
+/* p50 one-way time (ns) of `amalgam bench fabric --size size` between two
+ * local ranks over fabric (NULL: the default), run as a child that is ended
+ * if it has not finished in 30 s. */
+int ic_bench_p50_ns(const char *fabric, uint32_t size, double *ns, char *err, size_t errlen);
 /* Round-trip time of a small message between two local ranks over the
  * default local fabric: runs `amalgam bench fabric` (which starts its own
  * two ranks) and takes twice its median one-way latency. */
