@@ -31,7 +31,7 @@
 
 #define FLOOR_PAGES 2000
 
-static int cmp_u64(const void *a, const void *b)
+int dsm_cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
@@ -94,7 +94,7 @@ static int uffd_floor_ns(uint64_t *p50)
     }
     f.stop = 1;
     pthread_join(t, NULL);
-    qsort(lat, FLOOR_PAGES, sizeof lat[0], cmp_u64);
+    qsort(lat, FLOOR_PAGES, sizeof lat[0], dsm_cmp_u64);
     *p50 = lat[FLOOR_PAGES / 2];
     close(f.uffd);
     munmap(agent, len);

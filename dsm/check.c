@@ -161,18 +161,12 @@ static void bench_faults(struct check *c)
         }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void bench_report(struct check *c)
 {
     uint64_t *r = c->bench_ns[0], *w = c->bench_ns[1];
     size_t n = (size_t)c->bench_pages;
-    qsort(r, n, sizeof *r, cmp_u64);
-    qsort(w, n, sizeof *w, cmp_u64);
+    qsort(r, n, sizeof *r, dsm_cmp_u64);
+    qsort(w, n, sizeof *w, dsm_cmp_u64);
     printf("dsm-bench: pages %zu read_p50 %llu read_p99 %llu write_p50 %llu write_p99 %llu ns\n",
            n, (unsigned long long)r[n / 2], (unsigned long long)r[n * 99 / 100],
            (unsigned long long)w[n / 2], (unsigned long long)w[n * 99 / 100]);
@@ -389,7 +383,7 @@ int dsm_check_main(int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(argv[i], "--pin")) {
-            cfg.pin_local = true; /* for --local; a rank itself ignores it */
+            /* taken above, for --local; a rank itself ignores it */
         } else if (!strcmp(argv[i], "--sweep")) {
             c.sweep = true;
         } else if (!strcmp(argv[i], "--mem") && i + 1 < argc) {
