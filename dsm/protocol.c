@@ -198,7 +198,7 @@ static void evict_one(struct dsm_node *n, uint64_t keep)
             set_cstate(n, p, C_I);
         } else {
             n->stats.writebacks++;
-            n->cache[p] = C_MI; /* still holds the data: not freed yet */
+            set_cstate(n, p, C_MI); /* still holds the data: not freed yet */
             n->writing_back++;
             send(n, n->home_of(n->hctx, p), DSM_PUTM, 0, p, n->ops.page_data(n->ops.ctx, p));
         }
