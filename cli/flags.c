@@ -19,26 +19,27 @@ static int parse_int(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
-int flag_parse_nodes(const char *v, int *out, char *err, size_t errlen)
+/* A count flag such as --nodes: a whole number from 1 to max. */
+static int parse_count(const char *flag, const char *v, int max, int *out, char *err,
+                       size_t errlen)
 {
     long x;
-    if (parse_int(v, 1, NUMA_MAX_NODES, &x) < 0) {
-        snprintf(err, errlen, "--nodes '%s': expected a number from 1 to %d", v, NUMA_MAX_NODES);
+    if (parse_int(v, 1, max, &x) < 0) {
+        snprintf(err, errlen, "%s '%s': expected a number from 1 to %d", flag, v, max);
         return -EINVAL;
     }
     *out = (int)x;
     return 0;
 }
 
+int flag_parse_nodes(const char *v, int *out, char *err, size_t errlen)
+{
+    return parse_count("--nodes", v, NUMA_MAX_NODES, out, err, errlen);
+}
+
 int flag_parse_vcpus(const char *v, int *out, char *err, size_t errlen)
 {
-    long x;
-    if (parse_int(v, 1, VMM_MAX_VCPUS, &x) < 0) {
-        snprintf(err, errlen, "--vcpus '%s': expected a number from 1 to %d", v, VMM_MAX_VCPUS);
-        return -EINVAL;
-    }
-    *out = (int)x;
-    return 0;
+    return parse_count("--vcpus", v, VMM_MAX_VCPUS, out, err, errlen);
 }
 
 int flag_parse_mem(const char *v, uint64_t *out, char *err, size_t errlen)
