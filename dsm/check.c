@@ -40,7 +40,7 @@ struct check {
     int rank, size;
     bool sweep;
     int bench_pages; /* --bench N: rank 1 times first touches of rank 0's pages */
-    uint64_t bench_ns[2][4096];
+    uint64_t bench_ns[3][4096];
     volatile bool stop;
     int dead;
 };
@@ -86,7 +86,7 @@ static void *progress(void *arg)
     struct check *c = arg;
     uint64_t last = 0;
     while (!c->stop) {
-        int n = ic_poll(c->ic, on_message, c, 64);
+        int n = dsm_host_poll(&c->host) + ic_poll(c->ic, on_message, c, 64);
         uint64_t t = now_ns();
         dsm_host_pace(&c->host, n, t);
         if (t - last > 50000000ULL) {
@@ -144,32 +144,40 @@ static uint64_t sweep_verify(struct check *c)
 }
 
 /* --bench: rank 1 reads N of rank 0's pages once each (GetS), then writes
- * N others (GetM from I), timing every first touch: a host thread's remote
- * fault service time, without KVM's share. */
+ * N others (GetM from I), then reads N of its own pages (a local fault: the
+ * same userfaultfd round trip through the same message loop, no fabric),
+ * timing every first touch: a host thread's remote fault service time,
+ * without KVM's share, and its local floor. */
 static void bench_faults(struct check *c)
 {
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int i = 0; i < c->bench_pages; i++) {
-            uint64_t p = 1 + (uint64_t)k * (uint64_t)c->bench_pages + (uint64_t)i;
+            uint64_t p = 1 + (uint64_t)(k % 2) * (uint64_t)c->bench_pages + (uint64_t)i;
+            if (k == 2)
+                p += c->per_rank; /* rank 1's home */
             volatile uint64_t *w = (volatile uint64_t *)(c->guest + p * DSM_PAGE_SIZE);
             uint64_t t0 = now_ns();
-            if (k == 0)
-                (void)*w;
-            else
+            if (k == 1)
                 *w = p;
+            else
+                (void)*w;
             c->bench_ns[k][i] = now_ns() - t0;
         }
 }
 
 static void bench_report(struct check *c)
 {
-    uint64_t *r = c->bench_ns[0], *w = c->bench_ns[1];
     size_t n = (size_t)c->bench_pages;
-    qsort(r, n, sizeof *r, dsm_cmp_u64);
-    qsort(w, n, sizeof *w, dsm_cmp_u64);
-    printf("dsm-bench: pages %zu read_p50 %llu read_p99 %llu write_p50 %llu write_p99 %llu ns\n",
-           n, (unsigned long long)r[n / 2], (unsigned long long)r[n * 99 / 100],
-           (unsigned long long)w[n / 2], (unsigned long long)w[n * 99 / 100]);
+    uint64_t p50[3], p99[3];
+    for (int k = 0; k < 3; k++) {
+        qsort(c->bench_ns[k], n, sizeof c->bench_ns[k][0], dsm_cmp_u64);
+        p50[k] = c->bench_ns[k][n / 2];
+        p99[k] = c->bench_ns[k][n * 99 / 100];
+    }
+    printf("dsm-bench: pages %zu read_p50 %llu read_p99 %llu write_p50 %llu write_p99 %llu "
+           "local_p50 %llu local_p99 %llu ns\n", n, (unsigned long long)p50[0],
+           (unsigned long long)p99[0], (unsigned long long)p50[1], (unsigned long long)p99[1],
+           (unsigned long long)p50[2], (unsigned long long)p99[2]);
 }
 
 static void *work(void *arg)
@@ -312,7 +320,7 @@ static int run(struct check *c, const struct ic_config *cfg)
         bench_report(c);
     sample_resident(c);
     const struct dsm_stats *s = &c->host.eng.stats;
-    if (r == 0 && (s->map_errors || c->host.resolve_errors))
+    if (r == 0 && (dsm_host_errors(&c->host) || c->host.resolve_errors))
         r = -EIO; /* the guest view was not what the protocol said */
     if (r == 0)
         printf("dsm-check: rank %d of %d: ok in %.2f s; %llu read faults, %llu write faults "

@@ -62,14 +62,19 @@ enum dsm_prot { DSM_PROT_NONE = 0, DSM_PROT_READ = 1, DSM_PROT_WRITE = 2 };
 
 struct dsm_ops {
     void *ctx;
-    /* Sends m to node dst (dst may be this node); payload is NULL or 4 KiB. */
+    /* Sends m to node dst; payload is NULL or 4 KiB. When dst is this node
+     * (the home talking to its own cache side) the data is already in
+     * place: payload is then a non-NULL marker that must not be read. */
     int (*send)(void *ctx, int dst, const struct dsm_msg *m, const void *payload);
     /* Sets the guest's access to the page; returns once it is in force.
      * A failure leaves the guest with more access than the protocol allows:
      * the engine counts it (map_errors) and the host must treat it as fatal. */
     int (*map)(void *ctx, uint64_t page, enum dsm_prot prot);
-    /* This node's copy of the page (agent view: never faults). */
-    uint8_t *(*page_data)(void *ctx, uint64_t page);
+    /* Reads this node's copy of the page (4 KiB) into buf and returns it,
+     * or returns the copy itself where that costs nothing. Never faults. */
+    const uint8_t *(*page_read)(void *ctx, uint64_t page, uint8_t *buf);
+    /* Replaces this node's copy of the page with data. Never faults. */
+    void (*page_write)(void *ctx, uint64_t page, const uint8_t *data);
     /* Faulters waiting on the page may retry. */
     void (*wake)(void *ctx, uint64_t page);
     uint64_t (*now_ns)(void *ctx);
@@ -109,6 +114,7 @@ struct dsm_node {
     uint64_t *ring;
     uint8_t *in_ring;
     uint64_t ring_head, ring_count;
+    uint8_t *scratch; /* one page: data read for sending (no allocation then) */
     struct dsm_stats stats;
 };
 

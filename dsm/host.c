@@ -2,12 +2,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -58,9 +56,7 @@ static int op_send(void *ctx, int dst, const struct dsm_msg *m, const void *payl
             return -ENOSPC;
         struct dsm_local_msg *l = &h->local[(h->local_head + h->local_count++) % DSM_LOCAL_QUEUE];
         l->m = *m;
-        l->has_payload = payload != NULL;
-        if (payload)
-            memcpy(l->payload, payload, DSM_PAGE_SIZE);
+        l->has_payload = payload != NULL; /* only a marker: see dsm_ops.send */
         return 0;
     }
     return ic_send(h->ic, dst, m->type, m->page, m->mode, payload, payload ? DSM_PAGE_SIZE : 0);
@@ -88,10 +84,24 @@ static int op_map(void *ctx, uint64_t page, enum dsm_prot prot)
     return 0; /* granting write happens when the waiting fault is resolved */
 }
 
-static uint8_t *op_page_data(void *ctx, uint64_t page)
+/* Page contents move with pread/pwrite on the memfd rather than through a
+ * mapping: no page table of this process changes, so no fault and no TLB
+ * work (a first touch through the agent view cost ~10 us on these hosts),
+ * and reading a hole (a page nobody wrote) allocates nothing. A failure
+ * would give the guest wrong data: counted, and fatal to the node. */
+static const uint8_t *op_page_read(void *ctx, uint64_t page, uint8_t *buf)
 {
     struct dsm_host *h = ctx;
-    return h->agent_view + page * DSM_PAGE_SIZE;
+    if (pread(h->memfd, buf, DSM_PAGE_SIZE, (off_t)(page * DSM_PAGE_SIZE)) != DSM_PAGE_SIZE)
+        h->copy_errors++;
+    return buf;
+}
+
+static void op_page_write(void *ctx, uint64_t page, const uint8_t *data)
+{
+    struct dsm_host *h = ctx;
+    if (pwrite(h->memfd, data, DSM_PAGE_SIZE, (off_t)(page * DSM_PAGE_SIZE)) != DSM_PAGE_SIZE)
+        h->copy_errors++;
 }
 
 static void op_wake(void *ctx, uint64_t page)
@@ -170,7 +180,7 @@ static void settle(struct dsm_host *h)
         h->local_head = (h->local_head + 1) % DSM_LOCAL_QUEUE;
         h->local_count--;
         struct dsm_local_msg copy = *l; /* the slot may be reused by the call */
-        dsm_receive(&h->eng, h->eng.self, &copy.m, copy.has_payload ? copy.payload : NULL);
+        dsm_receive(&h->eng, h->eng.self, &copy.m, copy.has_payload ? &copy : NULL);
     }
     for (unsigned i = 0; i < h->nwoken; i++) {
         h->woken_flag[h->woken[i]] = 0;
@@ -186,12 +196,10 @@ void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payloa
                         .src = hdr->src_rank, .page = hdr->arg0};
     if (hdr->type < DSM_MSG_FIRST || hdr->type > DSM_MSG_LAST || hdr->arg1 > DSM_MODE_M)
         return;
-    pthread_mutex_lock(&h->lock);
     TRACE(h, "recv %#x mode %u page %llu from %d", m.type, m.mode, (unsigned long long)m.page,
           m.src);
     dsm_receive(&h->eng, hdr->src_rank, &m, payload);
     settle(h);
-    pthread_mutex_unlock(&h->lock);
 }
 
 static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
@@ -202,23 +210,39 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
         return;
     uint64_t page = (addr - base) / DSM_PAGE_SIZE;
     bool write = msg->arg.pagefault.flags & (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
-    pthread_mutex_lock(&h->lock);
     h->uffd_events++;
     TRACE(h, "fault page %llu flags %#llx", (unsigned long long)page,
           (unsigned long long)msg->arg.pagefault.flags);
     if (dsm_fault(&h->eng, page, write) == 0)
         resolve(h, page);
     else
-        atomic_store(&h->last_request_ns, op_now(h));
+        h->last_request_ns = op_now(h);
     settle(h);
-    pthread_mutex_unlock(&h->lock);
 }
 
 /* How long a message loop polls without sleeping after traffic or a
  * request. On a 2-core host with two nodes, never spinning cost two sleeps
- * per remote fault (~270 us) and always spinning starved the fault threads
+ * per remote fault (~270 us) and always spinning starved the vCPU threads
  * (~280 us); 500 us gave ~60 us (bench dsm --host). */
 #define SPIN_NS 500000ULL
+
+uint64_t dsm_host_errors(const struct dsm_host *h)
+{
+    return h->copy_errors + h->eng.stats.map_errors;
+}
+
+int dsm_host_poll(struct dsm_host *h)
+{
+    struct uffd_msg msgs[16];
+    ssize_t n = read(h->uffd, msgs, sizeof msgs);
+    int handled = 0;
+    for (ssize_t i = 0; i < n / (ssize_t)sizeof msgs[0]; i++)
+        if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+            on_fault(h, &msgs[i]);
+            handled++;
+        }
+    return handled;
+}
 
 void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now)
 {
@@ -226,31 +250,13 @@ void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now)
         h->last_traffic_ns = now;
         return;
     }
-    uint64_t recent = atomic_load(&h->last_request_ns);
+    uint64_t recent = h->last_request_ns;
     if (recent < h->last_traffic_ns)
         recent = h->last_traffic_ns;
     if (now - recent > SPIN_NS)
-        ic_wait(h->ic, 1);
+        ic_wait(h->ic, 1, h->uffd); /* a fault or a message ends the sleep */
     else
         sched_yield();
-}
-
-static void *fault_thread(void *arg)
-{
-    struct dsm_host *h = arg;
-    struct uffd_msg msgs[16];
-    for (;;) {
-        struct pollfd p[2] = {{.fd = h->uffd, .events = POLLIN}, {.fd = h->stop_efd, .events = POLLIN}};
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents)
-            break;
-        ssize_t n = read(h->uffd, msgs, sizeof msgs);
-        for (ssize_t i = 0; i < n / (ssize_t)sizeof msgs[0]; i++)
-            if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-                on_fault(h, &msgs[i]);
-    }
-    return NULL;
 }
 
 static int open_uffd(struct dsm_host *h)
@@ -295,13 +301,12 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
                    int (*home_of)(void *hctx, uint64_t page), void *hctx)
 {
     memset(h, 0, sizeof *h);
-    h->uffd = h->stop_efd = -1;
+    h->uffd = -1;
     h->ic = ic;
     h->memfd = memfd;
     h->guest_view = guest_view;
     h->agent_view = agent_view;
     h->npages = npages;
-    pthread_mutex_init(&h->lock, NULL);
     h->local = calloc(DSM_LOCAL_QUEUE, sizeof *h->local);
     h->woken = calloc(npages, sizeof *h->woken);
     h->woken_flag = calloc(npages, 1);
@@ -309,34 +314,22 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
         return -ENOMEM;
     /* Pages not at home must not be mapped before the DSM governs them. */
     madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
-    struct dsm_ops ops = {h, op_send, op_map, op_page_data, op_wake, op_now, op_drop};
+    struct dsm_ops ops = {h, op_send, op_map, op_page_read, op_page_write, op_wake, op_now, op_drop};
     int r = dsm_node_init(&h->eng, ic_rank(ic), ic_size(ic), npages, home_of, hctx, &ops);
     r = r ?: open_uffd(h);
     if (r < 0)
         return r;
     dsm_set_cache_limit(&h->eng, cache_pages);
     free_foreign_pages(h);
-    h->stop_efd = eventfd(0, EFD_CLOEXEC);
-    if (h->stop_efd < 0 || pthread_create(&h->fault_thread, NULL, fault_thread, h))
-        return -EAGAIN;
-    h->fault_thread_started = true;
     return 0;
 }
 
 void dsm_host_stop(struct dsm_host *h)
 {
-    if (h->fault_thread_started) {
-        uint64_t one = 1;
-        if (write(h->stop_efd, &one, sizeof one) == sizeof one)
-            pthread_join(h->fault_thread, NULL);
-    }
     if (h->uffd >= 0)
         close(h->uffd);
-    if (h->stop_efd >= 0)
-        close(h->stop_efd);
     dsm_node_free(&h->eng);
     free(h->local);
     free(h->woken);
     free(h->woken_flag);
-    pthread_mutex_destroy(&h->lock);
 }

@@ -55,7 +55,8 @@ int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
     n->dir = calloc(npages, sizeof *n->dir);
     n->ring = calloc(npages, sizeof *n->ring);
     n->in_ring = calloc(npages, 1);
-    if (!n->cache || !n->fault_t0 || !n->dir || !n->ring || !n->in_ring) {
+    n->scratch = malloc(DSM_PAGE_SIZE);
+    if (!n->cache || !n->fault_t0 || !n->dir || !n->ring || !n->in_ring || !n->scratch) {
         dsm_node_free(n);
         return -ENOMEM;
     }
@@ -76,6 +77,8 @@ void dsm_node_free(struct dsm_node *n)
     free(n->dir);
     free(n->ring);
     free(n->in_ring);
+    free(n->scratch);
+    n->scratch = NULL;
     n->cache = NULL;
     n->fault_t0 = NULL;
     n->dir = NULL;
@@ -106,12 +109,22 @@ bool dsm_quiescent(const struct dsm_node *n)
     return true;
 }
 
+enum { NO_DATA, WITH_DATA };
+
+/* with_data: the message carries this node's copy of the page. To itself
+ * it carries only the marker (see dsm_ops.send): the home's data is its
+ * memory already. */
 static int send(struct dsm_node *n, int dst, uint8_t type, uint8_t mode, uint64_t page,
-                const void *payload)
+                int with_data)
 {
     struct dsm_msg m = {.type = type, .mode = mode, .src = (uint16_t)n->self, .page = page};
-    if (payload)
+    const void *payload = NULL;
+    if (with_data && dst == n->self) {
+        payload = n->scratch;
+    } else if (with_data) {
+        payload = n->ops.page_read(n->ops.ctx, page, n->scratch);
         n->stats.bytes_moved += DSM_PAGE_SIZE;
+    }
     return n->ops.send(n->ops.ctx, dst, &m, payload);
 }
 
@@ -149,7 +162,7 @@ static int request(struct dsm_node *n, uint64_t page, uint8_t next, uint8_t type
     uint8_t had = n->cache[page];
     set_cstate(n, page, next);
     n->fault_t0[page] = n->ops.now_ns(n->ops.ctx);
-    send(n, n->home_of(n->hctx, page), type, had == C_S ? DSM_MODE_S : DSM_MODE_I, page, NULL);
+    send(n, n->home_of(n->hctx, page), type, had == C_S ? DSM_MODE_S : DSM_MODE_I, page, NO_DATA);
     return 1;
 }
 
@@ -200,7 +213,7 @@ static void evict_one(struct dsm_node *n, uint64_t keep)
             n->stats.writebacks++;
             set_cstate(n, p, C_MI); /* still holds the data: not freed yet */
             n->writing_back++;
-            send(n, n->home_of(n->hctx, p), DSM_PUTM, 0, p, n->ops.page_data(n->ops.ctx, p));
+            send(n, n->home_of(n->hctx, p), DSM_PUTM, 0, p, WITH_DATA);
         }
         return;
     }
@@ -220,7 +233,7 @@ static void completed(struct dsm_node *n, uint64_t page, uint8_t state, enum dsm
     uint64_t dt = n->ops.now_ns(n->ops.ctx) - n->fault_t0[page];
     int b = dt ? 63 - __builtin_clzll(dt) : 0;
     n->stats.service_ns_log2[b < DSM_HIST_BUCKETS ? b : DSM_HIST_BUCKETS - 1]++;
-    send(n, n->home_of(n->hctx, page), DSM_UNBLOCK, 0, page, NULL);
+    send(n, n->home_of(n->hctx, page), DSM_UNBLOCK, 0, page, NO_DATA);
     n->ops.wake(n->ops.ctx, page);
     make_room(n, page);
 }
@@ -228,7 +241,7 @@ static void completed(struct dsm_node *n, uint64_t page, uint8_t state, enum dsm
 static void install(struct dsm_node *n, int from, uint64_t page, const void *payload)
 {
     if (from != n->self) /* at home, the data is our own memory already */
-        memcpy(n->ops.page_data(n->ops.ctx, page), payload, DSM_PAGE_SIZE);
+        n->ops.page_write(n->ops.ctx, page, payload);
 }
 
 static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const void *payload)
@@ -262,18 +275,18 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
             set_cstate(n, p, st == C_S ? C_I : C_IM);
         }
         n->stats.inv_received++;
-        send(n, from, DSM_INV_ACK, 0, p, NULL);
+        send(n, from, DSM_INV_ACK, 0, p, NO_DATA);
         return 0;
     case DSM_RECALL:
         if ((st != C_M && st != C_MI) || (m->mode != DSM_MODE_S && m->mode != DSM_MODE_I))
             return -EPROTO;
         n->stats.recalls_received++;
         if (st == C_MI) { /* crossed our PutM: answer it, the PutAck frees */
-            send(n, from, DSM_WB_DATA, 0, p, n->ops.page_data(n->ops.ctx, p));
+            send(n, from, DSM_WB_DATA, 0, p, WITH_DATA);
             return 0;
         }
         set_map(n, p, m->mode == DSM_MODE_S ? DSM_PROT_READ : DSM_PROT_NONE);
-        send(n, from, DSM_WB_DATA, 0, p, n->ops.page_data(n->ops.ctx, p));
+        send(n, from, DSM_WB_DATA, 0, p, WITH_DATA);
         set_cstate(n, p, m->mode == DSM_MODE_S ? C_S : C_I);
         return 0;
     case DSM_PUT_ACK:
@@ -300,9 +313,9 @@ static void grant_m(struct dsm_node *n, uint64_t p)
     d->owner = d->req;
     d->sharers = 0;
     if (keeps_copy)
-        send(n, d->req, DSM_GRANT, DSM_MODE_M, p, NULL);
+        send(n, d->req, DSM_GRANT, DSM_MODE_M, p, NO_DATA);
     else
-        send(n, d->req, DSM_DATA, DSM_MODE_M, p, n->ops.page_data(n->ops.ctx, p));
+        send(n, d->req, DSM_DATA, DSM_MODE_M, p, WITH_DATA);
 }
 
 static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool has_copy)
@@ -318,12 +331,12 @@ static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool ha
         d->wb = 1;
         d->recall_mode = kind == DSM_GETS ? DSM_MODE_S : DSM_MODE_I;
         n->stats.recalls_sent++;
-        send(n, d->owner, DSM_RECALL, d->recall_mode, p, NULL);
+        send(n, d->owner, DSM_RECALL, d->recall_mode, p, NO_DATA);
         return;
     }
     if (kind == DSM_GETS) {
         d->sharers |= bit(req);
-        send(n, req, DSM_DATA, DSM_MODE_S, p, n->ops.page_data(n->ops.ctx, p));
+        send(n, req, DSM_DATA, DSM_MODE_S, p, WITH_DATA);
         return;
     }
     uint64_t others = d->sharers & ~bit(req);
@@ -331,7 +344,7 @@ static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool ha
         if (others & bit(i)) {
             d->acks++;
             n->stats.inv_sent++;
-            send(n, i, DSM_INV, 0, p, NULL);
+            send(n, i, DSM_INV, 0, p, NO_DATA);
         }
     d->sharers &= ~others;
     if (!d->acks)
@@ -350,7 +363,7 @@ static void finish_put(struct dsm_node *n, uint64_t p, int from)
     } else {
         d->sharers &= ~bit(from);
     }
-    send(n, from, DSM_PUT_ACK, 0, p, NULL);
+    send(n, from, DSM_PUT_ACK, 0, p, NO_DATA);
 }
 
 /* Round-robin from the last requester, so that no node starves. Waiting
@@ -409,7 +422,7 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
         if (d->want_put & bit(from))
             return -EPROTO;
         if (d->state == D_M && d->owner == from && from != n->self)
-            memcpy(n->ops.page_data(n->ops.ctx, p), payload, DSM_PAGE_SIZE);
+            n->ops.page_write(n->ops.ctx, p, payload);
         if (d->busy)
             d->want_put |= bit(from);
         else
@@ -426,11 +439,11 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
             return -EPROTO;
         d->wb = 0;
         if (from != n->self)
-            memcpy(n->ops.page_data(n->ops.ctx, p), payload, DSM_PAGE_SIZE);
+            n->ops.page_write(n->ops.ctx, p, payload);
         if (d->kind == DSM_GETS) {
             d->state = D_S;
             d->sharers = bit(d->owner) | bit(d->req);
-            send(n, d->req, DSM_DATA, DSM_MODE_S, p, n->ops.page_data(n->ops.ctx, p));
+            send(n, d->req, DSM_DATA, DSM_MODE_S, p, WITH_DATA);
         } else {
             d->sharers = 0;
             grant_m(n, p);

@@ -51,7 +51,7 @@ static int run_until(struct ic *ic, struct check *c, uint64_t deadline, bool (*d
             return -EPIPE;
         if (now_ns() > deadline)
             return -ETIMEDOUT;
-        ic_wait(ic, 10);
+        ic_wait(ic, 10, -1);
     }
     return 0;
 }

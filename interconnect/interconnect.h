@@ -125,8 +125,10 @@ int ic_dead_rank(const struct ic *ic);
 /* A file descriptor that becomes readable when ic_poll() has work, for
  * epoll loops (-1 if the provider has none: poll instead). */
 int ic_fd(struct ic *ic);
-/* Waits up to timeout_ms for work (uses ic_fd when there is one). */
-void ic_wait(struct ic *ic, int timeout_ms);
+/* Waits up to timeout_ms for work (uses ic_fd when there is one), or until
+ * also_fd (-1: none) is readable. A provider without a wait fd (shm) is
+ * polled again after 50 us. */
+void ic_wait(struct ic *ic, int timeout_ms, int also_fd);
 const struct ic_stats *ic_stats(const struct ic *ic);
 
 /* ---- pure pieces, exposed for tests and fuzzing ---- */

@@ -108,10 +108,16 @@ static void *progress(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     while (!atomic_load(&vm->stopping)) {
-        int n = ic_poll(vm->cfg.ic, on_message, vm, 64);
+        int n = dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64);
         uint64_t t = vmm_now_ns();
         if (t - last > 50000000ULL) {
             last = t;
+            if (dsm_host_errors(vm->dsm)) {
+                vm_fail(vm, "node %d: the DSM could not copy or protect guest pages (%llu "
+                        "failures); stopping rather than run on wrong memory", vm->node,
+                        (unsigned long long)dsm_host_errors(vm->dsm));
+                break;
+            }
             if (ic_tick(vm->cfg.ic, t) < 0) {
                 vm_fail(vm, "node %d stopped answering (no heartbeat for %.1f s)",
                         ic_dead_rank(vm->cfg.ic), IC_DEAD_NS / 1e9);
@@ -120,11 +126,14 @@ static void *progress(void *arg)
         }
         dsm_host_pace(vm->dsm, n, t);
     }
-    /* Drain a little longer so that a stop we sent reaches the others. */
-    uint64_t end = vmm_now_ns() + 200000000ULL;
-    while (vmm_now_ns() < end)
-        if (ic_poll(vm->cfg.ic, on_message, vm, 64) == 0)
-            ic_wait(vm->cfg.ic, 5);
+    /* Drain a little longer so that a stop we sent reaches the others, and
+     * serve faults until the vCPU threads are gone (one may be leaving
+     * KVM_RUN through a page this loop must map), for at most 2 s. */
+    uint64_t t0 = vmm_now_ns(), t;
+    while ((t = vmm_now_ns()) - t0 < 200000000ULL ||
+           (!atomic_load(&vm->vcpus_joined) && t - t0 < 2000000000ULL))
+        if (dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64) == 0)
+            ic_wait(vm->cfg.ic, 5, vm->dsm->uffd);
     return NULL;
 }
 

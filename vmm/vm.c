@@ -530,6 +530,7 @@ int vm_run(struct vm *vm)
             pthread_join(vm->vcpus[i].thread, NULL);
         atomic_store(&vm->vcpus[i].thread_started, false);
     }
+    atomic_store(&vm->vcpus_joined, true);
     if (vm->cfg.ic)
         cluster_stop(vm);
     if (sig_fd >= 0)

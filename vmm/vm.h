@@ -96,8 +96,9 @@ struct vm {
     /* Several nodes (cfg.ic set): */
     int node, nnodes;
     struct dsm_host *dsm;
-    pthread_t progress;
+    pthread_t progress;           /* the message loop; it also serves DSM faults */
     bool progress_started;
+    _Atomic bool vcpus_joined;    /* the loop serves faults until then */
     uint64_t tsc_ref;             /* node 0's host TSC reference (VM_T_TSC) */
     _Atomic bool tsc_ref_known;
 };

@@ -46,12 +46,20 @@ static int f_map(void *c, uint64_t page, enum dsm_prot prot)
     return 0;
 }
 
-static uint8_t *f_data(void *c, uint64_t page)
+static const uint8_t *f_read(void *c, uint64_t page, uint8_t *buf)
 {
     struct fz *f = c;
-    if (page >= PAGES)
+    if (page >= PAGES || !buf)
         __builtin_trap();
     return f->data[page];
+}
+
+static void f_write(void *c, uint64_t page, const uint8_t *data)
+{
+    struct fz *f = c;
+    if (page >= PAGES || !data)
+        __builtin_trap();
+    memcpy(f->data[page], data, sizeof f->data[page]);
 }
 
 static void f_wake(void *c, uint64_t page)
@@ -79,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct fz f;
     static uint8_t payload[DSM_PAGE_SIZE];
     memset(&f, 0, sizeof f);
-    struct dsm_ops ops = {&f, f_send, f_map, f_data, f_wake, f_now, f_drop};
+    struct dsm_ops ops = {&f, f_send, f_map, f_read, f_write, f_wake, f_now, f_drop};
     struct dsm_node n;
     if (dsm_node_init(&n, SELF, NODES, PAGES, home_of, NULL, &ops) < 0)
         return 0;

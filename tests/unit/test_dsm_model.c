@@ -73,7 +73,9 @@ static int m_send(void *c, int dst, const struct dsm_msg *m, const void *payload
     n->to = dst;
     n->m = *m;
     n->has_payload = payload != NULL;
-    if (payload)
+    if (payload && dst == x->id)
+        memset(n->payload, 0xa5, DSM_PAGE_SIZE); /* a marker only: must never be read */
+    else if (payload)
         memcpy(n->payload, payload, DSM_PAGE_SIZE); /* the network copies at send */
     return 0;
 }
@@ -85,10 +87,17 @@ static int m_map(void *c, uint64_t page, enum dsm_prot prot)
     return 0;
 }
 
-static uint8_t *m_data(void *c, uint64_t page)
+static const uint8_t *m_read(void *c, uint64_t page, uint8_t *buf)
 {
     struct nodectx *x = c;
-    return x->w->data[x->id][page];
+    memcpy(buf, x->w->data[x->id][page], DSM_PAGE_SIZE);
+    return buf;
+}
+
+static void m_write(void *c, uint64_t page, const uint8_t *data)
+{
+    struct nodectx *x = c;
+    memcpy(x->w->data[x->id][page], data, DSM_PAGE_SIZE);
 }
 
 static void m_wake(void *c, uint64_t page)
@@ -124,7 +133,7 @@ static struct model *model_new_cache(unsigned seed, uint64_t cache_limit)
     w->seed = seed;
     for (int i = 0; i < NODES; i++) {
         w->ctx[i] = (struct nodectx){w, i};
-        struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_data, m_wake, m_now, m_drop};
+        struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_read, m_write, m_wake, m_now, m_drop};
         ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, NULL, &ops), 0);
         dsm_set_cache_limit(&w->node[i], cache_limit);
         for (int p = 0; p < PAGES; p++)
