@@ -49,6 +49,10 @@ struct dsm_host {
     uint64_t *woken;
     uint8_t *woken_flag; /* each page at most once in woken[] */
     unsigned nwoken;
+    /* What the guest view maps per page (enum dsm_prot; only this thread's
+     * CONTINUE calls create mappings: userfaultfd disables fault-around),
+     * and whether the memfd holds the page. Both spare a syscall per fault. */
+    uint8_t *pte, *filled;
     uint64_t uffd_events, resolve_errors, drop_errors, copy_errors;
     /* When this node last asked another for a page, and when its message
      * loop last handled a message or fault: see dsm_host_pace. */
