@@ -37,6 +37,9 @@ struct check {
     uint64_t per_rank;   /* pages in each rank's home slice */
     uint64_t peak_bytes; /* most of the memfd ever resident here */
     int threads, done, finish, ready, go, workers_done;
+    int check_go;        /* phase 2: every rank finished phase 1 */
+    uint64_t bad_pages;  /* found by the sweep's phase 2 */
+    int verify_result;   /* the counter check's (rank 0) */
     int rank, size;
     bool sweep;
     int bench_pages; /* --bench N: rank 1 times first touches of rank 0's pages */
@@ -126,10 +129,11 @@ static void sweep_write(struct check *c, int index)
     }
 }
 
-static uint64_t sweep_verify(struct check *c)
+/* Phase 2 of the sweep, thread `part` of `parts`: its share of every page. */
+static uint64_t sweep_verify(struct check *c, int part, int parts)
 {
     uint64_t stride = (uint64_t)c->size * (uint64_t)c->threads, bad = 0;
-    for (uint64_t p = 0; p < c->npages; p++) {
+    for (uint64_t p = (uint64_t)part; p < c->npages; p += (uint64_t)parts) {
         volatile uint64_t *w = (volatile uint64_t *)(c->guest + p * DSM_PAGE_SIZE);
         int index = (int)(p % stride);
         if (w[0] != stamp(p, index) || w[DSM_PAGE_SIZE / 8 - 1] != ~stamp(p, index)) {
@@ -180,25 +184,46 @@ static void bench_report(struct check *c)
            (unsigned long long)p50[2], (unsigned long long)p99[2]);
 }
 
+static int verify(struct check *c, int size);
+
+static void phase1(struct check *c, int index)
+{
+    if (c->bench_pages) {
+        if (index == c->threads) /* rank 1's first thread */
+            bench_faults(c);
+        return;
+    }
+    if (c->sweep) {
+        sweep_write(c, index);
+        return;
+    }
+    for (uint64_t i = 0; i < c->iters; i++) {
+        __atomic_fetch_add(counter(c), 1, __ATOMIC_SEQ_CST);
+        (*slot(c, index))++; /* not atomic: coherence alone keeps it exact */
+    }
+}
+
+/* Phase 2 checks what came out. It runs here, not on the main thread: a
+ * page from a peer that died never arrives, and the main thread must stay
+ * free to notice that and report it. */
+static void phase2(struct check *c, int part)
+{
+    if (c->sweep)
+        __atomic_add_fetch(&c->bad_pages, sweep_verify(c, part, c->threads), __ATOMIC_SEQ_CST);
+    else if (!c->bench_pages && c->rank == 0 && part == 0)
+        c->verify_result = verify(c, c->size);
+}
+
 static void *work(void *arg)
 {
     struct worker *w = arg;
     struct check *c = w->c;
-    if (c->bench_pages) {
-        if (w->index == c->threads) /* rank 1's first thread */
-            bench_faults(c);
-        __atomic_add_fetch(&c->workers_done, 1, __ATOMIC_SEQ_CST);
-        return NULL;
-    }
-    if (c->sweep) {
-        sweep_write(c, w->index);
-        __atomic_add_fetch(&c->workers_done, 1, __ATOMIC_SEQ_CST);
-        return NULL;
-    }
-    for (uint64_t i = 0; i < c->iters; i++) {
-        __atomic_fetch_add(counter(c), 1, __ATOMIC_SEQ_CST);
-        (*slot(c, w->index))++; /* not atomic: coherence alone keeps it exact */
-    }
+    phase1(c, w->index);
+    __atomic_add_fetch(&c->workers_done, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&c->check_go, __ATOMIC_SEQ_CST) && !c->stop)
+        usleep(1000);
+    if (!c->stop)
+        phase2(c, w->index - c->rank * c->threads);
     __atomic_add_fetch(&c->workers_done, 1, __ATOMIC_SEQ_CST);
     return NULL;
 }
@@ -298,19 +323,22 @@ static int run(struct check *c, const struct ic_config *cfg)
     }
     /* A worker waiting for a page from a dead peer never returns: stop
      * without it (the process exit ends it) rather than hang. */
-    if (wait_flag(c, &c->workers_done, c->threads, 3600) < 0) {
+    r = r ?: wait_flag(c, &c->workers_done, c->threads, 3600);
+    r = r ?: barrier(c, 1);
+    if (r == 0)
+        __atomic_store_n(&c->check_go, 1, __ATOMIC_SEQ_CST);
+    r = r ?: wait_flag(c, &c->workers_done, 2 * c->threads, 3600);
+    if (r == -EPIPE)
         fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
                 cfg->rank, c->dead);
-        return -EPIPE;
-    }
+    else if (r < 0)
+        fprintf(stderr, "amalgam dsm-check: rank %d: %s\n", cfg->rank, strerror(-r));
+    if (r < 0)
+        return r;
     for (int i = 0; i < c->threads; i++)
         pthread_join(thr[i], NULL);
-    r = r ?: barrier(c, 1);
-    uint64_t bad = 0;
-    if (r == 0 && c->sweep)
-        bad = sweep_verify(c);
-    else if (r == 0 && cfg->rank == 0)
-        r = verify(c, cfg->size);
+    uint64_t bad = c->bad_pages;
+    r = c->verify_result;
     double secs = (double)(now_ns() - t0) / 1e9;
     int r2 = barrier(c, 2); /* nobody leaves while another still reads */
     r = r ?: r2;

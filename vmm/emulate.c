@@ -172,8 +172,9 @@ static uint64_t reg_value(const struct kvm_regs *r, int n)
     return v[n & 15];
 }
 
-/* 4-level walk (and flat translation without paging) through the agent
- * view; -EFAULT on a non-present entry or a non-RAM table. */
+/* 4-level walk (and flat translation without paging) through the guest
+ * view, so that on several nodes the tables read are the coherent ones;
+ * -EFAULT on a non-present entry or a non-RAM table. */
 static int linear_to_gpa(struct vm *vm, const struct kvm_sregs *s, uint64_t la, uint64_t *gpa)
 {
     if (!(s->cr0 & (1ULL << 31))) {
@@ -186,7 +187,7 @@ static int linear_to_gpa(struct vm *vm, const struct kvm_sregs *s, uint64_t la, 
     for (int level = 3; level >= 0; level--) {
         uint64_t e;
         int shift = 12 + 9 * level;
-        if (gmem_read(&vm->mem, table + ((la >> shift) & 511) * 8, &e, 8) < 0 || !(e & 1))
+        if (gmem_guest_read(&vm->mem, table + ((la >> shift) & 511) * 8, &e, 8) < 0 || !(e & 1))
             return -EFAULT;
         if (level == 0 || (level <= 2 && (e & 0x80))) {
             uint64_t mask = (1ULL << shift) - 1;
@@ -210,7 +211,7 @@ static int read_linear(struct vm *vm, const struct kvm_sregs *s, uint64_t la, vo
         int r = linear_to_gpa(vm, s, la, &gpa);
         if (r < 0)
             return r;
-        if (gmem_read(&vm->mem, gpa, p, chunk) < 0)
+        if (gmem_guest_read(&vm->mem, gpa, p, chunk) < 0)
             return -EFAULT;
         p += chunk, la += chunk, len -= chunk;
     }
@@ -224,7 +225,7 @@ static int write_linear(struct vm *vm, const struct kvm_sregs *s, uint64_t la,
     if ((la & 4095) + len > 4096)
         return -EFAULT; /* only 4-byte operands come here; a split is not worth it */
     int r = linear_to_gpa(vm, s, la, &gpa);
-    return r < 0 ? r : gmem_write(&vm->mem, gpa, buf, len);
+    return r < 0 ? r : gmem_guest_write(&vm->mem, gpa, buf, len);
 }
 
 static int fetch_insn(struct vcpu *v, const struct kvm_regs *r, const struct kvm_sregs *s,

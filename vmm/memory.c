@@ -109,3 +109,21 @@ int gmem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t 
     memcpy(p, buf, len);
     return 0;
 }
+
+int gmem_guest_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len)
+{
+    const void *p = gmem_guest_ptr(m, gpa, len);
+    if (!p)
+        return -EFAULT;
+    memcpy(buf, p, len);
+    return 0;
+}
+
+int gmem_guest_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len)
+{
+    void *p = gmem_guest_ptr(m, gpa, len);
+    if (!p)
+        return -EFAULT;
+    memcpy(p, buf, len);
+    return 0;
+}

@@ -43,8 +43,17 @@ void *gmem_agent_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* Guest-view pointer; same rule. Accesses may fault into the DSM. */
 void *gmem_guest_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 
-/* Copies through the agent view; -EFAULT unless the range is RAM. */
+/* Copies through the agent view; -EFAULT unless the range is RAM. Only
+ * before the guest runs (loading): on a multi-node machine the agent view
+ * holds this node's bytes, which for another node's page may be stale. */
 int gmem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len);
 int gmem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len);
+
+/* Copies through the guest view: what a vCPU would read or write, coherent
+ * on a multi-node machine (an access may wait for the DSM like a vCPU's).
+ * For vCPU and device threads, never the node's message loop, which serves
+ * those faults. -EFAULT unless the range is RAM. */
+int gmem_guest_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len);
+int gmem_guest_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len);
 
 #endif
