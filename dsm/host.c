@@ -161,7 +161,11 @@ static void resolve(struct dsm_host *h, uint64_t page)
     struct uffdio_range range = {addr, DSM_PAGE_SIZE};
     enum dsm_prot prot = dsm_access(&h->eng, page);
     int r = 0;
-    if (prot != DSM_PROT_NONE) {
+    if (prot == DSM_PROT_READ && !h->continue_wp) {
+        /* Cannot map it read-only here (see continue_wp): the faulter
+         * retries, faults again and asks for the page exclusive. */
+        r = uffd_ioctl(h, UFFDIO_WAKE, &range);
+    } else if (prot != DSM_PROT_NONE) {
         /* CONTINUE maps a page that is in the memfd; a never-touched one
          * is not, so allocate it (once: a syscall on every fault cost
          * ~1.5 us). */
@@ -229,6 +233,8 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
         return;
     uint64_t page = (addr - base) / DSM_PAGE_SIZE;
     bool write = msg->arg.pagefault.flags & (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
+    if (!h->continue_wp)
+        write = true; /* no read-only mapping possible: take the page exclusive */
     h->uffd_events++;
     TRACE(h, "fault page %llu flags %#llx", (unsigned long long)page,
           (unsigned long long)msg->arg.pagefault.flags);
@@ -244,6 +250,12 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
  * per remote fault (~270 us) and always spinning starved the vCPU threads
  * (~280 us); 500 us gave ~60 us (bench dsm --host). */
 #define SPIN_NS 500000ULL
+
+void dsm_host_release(struct dsm_host *h)
+{
+    struct uffdio_range all = {(uint64_t)(uintptr_t)h->guest_view, h->npages * DSM_PAGE_SIZE};
+    ioctl(h->uffd, UFFDIO_UNREGISTER, &all);
+}
 
 uint64_t dsm_host_errors(const struct dsm_host *h)
 {
@@ -295,7 +307,19 @@ static int open_uffd(struct dsm_host *h)
         .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR |
                 UFFDIO_REGISTER_MODE_WP,
     };
-    return ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+    if (ioctl(h->uffd, UFFDIO_REGISTER, &reg) < 0)
+        return -errno;
+    /* UFFDIO_CONTINUE_MODE_WP is Linux 6.4's; 6.1 (Debian 12's own
+     * kernel) rejects the mode with EINVAL before looking at the range,
+     * while 6.4+ answers ENOENT for this range, which is not registered. */
+    struct uffdio_continue probe = {
+        .range = {(uint64_t)(uintptr_t)h->agent_view, DSM_PAGE_SIZE},
+        .mode = UFFDIO_CONTINUE_MODE_WP | UFFDIO_CONTINUE_MODE_DONTWAKE,
+    };
+    h->continue_wp = ioctl(h->uffd, UFFDIO_CONTINUE, &probe) == 0 || errno != EINVAL;
+    if (getenv("AMALGAM_DSM_NO_CONTINUE_WP")) /* to test the fallback on a new kernel */
+        h->continue_wp = false;
+    return 0;
 }
 
 /* Whatever this node wrote into pages homed elsewhere before the DSM took

@@ -53,6 +53,10 @@ struct dsm_host {
      * CONTINUE calls create mappings: userfaultfd disables fault-around),
      * and whether the memfd holds the page. Both spare a syscall per fault. */
     uint8_t *pte, *filled;
+    /* The kernel can map a page read-only on resolving a fault (Linux 6.4+).
+     * Without it a node takes every page it faults on exclusive (M): still
+     * coherent, but readers on several nodes take turns. */
+    bool continue_wp;
     uint64_t uffd_events, resolve_errors, drop_errors, copy_errors;
     /* When this node last asked another for a page, and when its message
      * loop last handled a message or fault: see dsm_host_pace. */
@@ -83,6 +87,12 @@ int dsm_host_poll(struct dsm_host *h);
  * hop of a page transfer; spinning for ever starves the vCPU threads on a
  * small host. */
 void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now);
+
+/* The run is over: stops governing the guest view, which wakes every
+ * thread still waiting for a page (it then sees this node's memfd, which
+ * no longer matters). Without it a vCPU waiting for a page that will never
+ * come could not be joined. */
+void dsm_host_release(struct dsm_host *h);
 
 /* Non-zero once the host failed to do what the engine asked (copy page
  * contents, change a mapping): the guest may then see wrong data, so the

@@ -76,6 +76,7 @@ struct slot {
 };
 
 struct ic {
+    uint64_t dead_ns; /* a peer silent this long is dead */
     struct ic_config cfg;
     char prov_name[64];
     struct fi_info *info;
@@ -246,6 +247,10 @@ int ic_open(const struct ic_config *c, struct ic **out, char *err, size_t errlen
     ic->cfg = *c;
     ic->wait_fd = -1;
     ic->dead = -1;
+    ic->dead_ns = IC_DEAD_NS;
+    const char *d = getenv("AMALGAM_DEAD_AFTER_MS");
+    if (d && strtoull(d, NULL, 10) >= 500)
+        ic->dead_ns = strtoull(d, NULL, 10) * 1000000ULL;
     pthread_mutex_init(&ic->lock, NULL);
     r = get_info(ic, pick_provider(c), err, errlen);
     if (r < 0)
@@ -474,7 +479,7 @@ int ic_tick(struct ic *ic, uint64_t now)
     for (int r = 0; r < ic->cfg.size; r++) {
         if (r == ic->cfg.rank || ic->departed[r])
             continue;
-        if (now > ic->last_heard[r] && now - ic->last_heard[r] > IC_DEAD_NS) {
+        if (now > ic->last_heard[r] && now - ic->last_heard[r] > ic->dead_ns) {
             ic->dead = r;
             return -EPIPE;
         }
@@ -493,6 +498,7 @@ int ic_rank(const struct ic *ic) { return ic->cfg.rank; }
 int ic_size(const struct ic *ic) { return ic->cfg.size; }
 const char *ic_provider_name(const struct ic *ic) { return ic->prov_name; }
 int ic_fd(struct ic *ic) { return ic->wait_fd; }
+uint64_t ic_dead_after_ns(const struct ic *ic) { return ic->dead_ns; }
 const struct ic_stats *ic_stats(const struct ic *ic) { return &ic->stats; }
 
 void ic_wait(struct ic *ic, int timeout_ms, int also_fd)

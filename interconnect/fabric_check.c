@@ -125,7 +125,7 @@ int fabric_check_main(int argc, char **argv)
     int status = 0;
     if (r == -EPIPE) {
         fprintf(stderr, "amalgam fabric-check: rank %d: peer rank %d stopped answering "
-                "(no heartbeat for %.1f s)\n", cfg.rank, ic_dead_rank(ic), IC_DEAD_NS / 1e9);
+                "(no heartbeat for %.1f s)\n", cfg.rank, ic_dead_rank(ic), ic_dead_after_ns(ic) / 1e9);
         status = 3;
     } else if (r < 0 || c.bad) {
         fprintf(stderr, "amalgam fabric-check: rank %d: %s\n", cfg.rank,

@@ -28,7 +28,7 @@
 #define IC_MAX_PAYLOAD 4096
 #define IC_MAX_RANKS 64
 #define IC_HEARTBEAT_NS 250000000ULL
-#define IC_DEAD_NS 1500000000ULL
+#define IC_DEAD_NS 1500000000ULL /* default; AMALGAM_DEAD_AFTER_MS overrides */
 
 /* Message types: 0x00-0x1f interconnect, 0x20-0x5f DSM, 0x60-0x7f vCPU,
  * IPI and I/O forwarding, 0x80-0x9f migration. */
@@ -122,6 +122,10 @@ int ic_poll(struct ic *ic, ic_handler fn, void *ctx, int max);
  * has been silent too long; ic_dead_rank() says which. */
 int ic_tick(struct ic *ic, uint64_t now_ns);
 int ic_dead_rank(const struct ic *ic);
+/* How long a silent peer is given (IC_DEAD_NS, or the environment's
+ * AMALGAM_DEAD_AFTER_MS: for hosts so slow, e.g. emulated, that a live
+ * peer can be silent longer). */
+uint64_t ic_dead_after_ns(const struct ic *ic);
 /* A file descriptor that becomes readable when ic_poll() has work, for
  * epoll loops (-1 if the provider has none: poll instead). */
 int ic_fd(struct ic *ic);

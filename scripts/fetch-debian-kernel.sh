@@ -5,7 +5,8 @@
 # The package is the one linux-image-amd64 depends on (the newest
 # linux-image-*-amd64 apt offers), fetched with `apt-get download` and
 # unpacked with `dpkg-deb -x` into CACHE_DIR/PACKAGE/ (only boot/ is kept);
-# a later run reuses it. Exit status 3 when the package cannot be resolved or downloaded (no
+# a later run reuses it. With AMALGAM_LINUX_MODULES=1 the modules
+# (lib/modules) are kept too (scripts/nested-kvm.sh loads kvm and 9p). Exit status 3 when the package cannot be resolved or downloaded (no
 # mirror), 1 on other errors; messages go to stderr.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +28,8 @@ fi
 [ -n "$pkg" ] || { say "apt knows no linux-image-*-amd64 package (run apt-get update?)"; exit 3; }
 
 dir="$CACHE/$pkg"
-if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+keep=${AMALGAM_LINUX_MODULES:-}
+if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1 || { [ -n "$keep" ] && [ ! -d "$dir/lib/modules" ]; }; then
     (
         cd "$CACHE"
         rm -f "$pkg"_*.deb
@@ -38,7 +40,8 @@ if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1; then
         deb=$(ls "$pkg"_*.deb | head -n 1)
         rm -rf "$dir.tmp"
         dpkg-deb -x "$deb" "$dir.tmp"
-        rm -rf "$dir.tmp/lib" "$dir.tmp/usr" # modules and docs: only boot/ is used
+        rm -rf "$dir.tmp/usr" # docs
+        [ -n "$keep" ] || rm -rf "$dir.tmp/lib" # modules: only boot/ is used
         rm -rf "$dir"
         mv "$dir.tmp" "$dir"
         rm -f "$deb"

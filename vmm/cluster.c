@@ -120,7 +120,7 @@ static void *progress(void *arg)
             }
             if (ic_tick(vm->cfg.ic, t) < 0) {
                 vm_fail(vm, "node %d stopped answering (no heartbeat for %.1f s)",
-                        ic_dead_rank(vm->cfg.ic), IC_DEAD_NS / 1e9);
+                        ic_dead_rank(vm->cfg.ic), ic_dead_after_ns(vm->cfg.ic) / 1e9);
                 break;
             }
         }
@@ -134,6 +134,8 @@ static void *progress(void *arg)
            (!atomic_load(&vm->vcpus_joined) && t - t0 < 2000000000ULL))
         if (dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64) == 0)
             ic_wait(vm->cfg.ic, 5, vm->dsm->uffd);
+    if (!atomic_load(&vm->vcpus_joined))
+        dsm_host_release(vm->dsm); /* a vCPU still waits for a page: let it go */
     return NULL;
 }
 
@@ -180,6 +182,10 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
         snprintf(err, errlen, "cannot attach the DSM to guest memory: %s", strerror(-r));
         return r;
     }
+    if (!vm->dsm->continue_wp)
+        fprintf(stderr, "amalgam node %d: this kernel cannot map a guest page read-only on a "
+                "fault (needs Linux 6.4): every page this node touches is taken exclusive, "
+                "which is slower where nodes share read-only data\n", vm->node);
     if (pthread_create(&vm->progress, NULL, progress, vm)) {
         snprintf(err, errlen, "cannot start the node's message thread");
         return -EAGAIN;

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Runs a command where /dev/kvm works, on a host where it does not:
+#   scripts/nested-kvm.sh [--check] COMMAND...
+# Boots a small VM ("L1") in QEMU with software emulation (TCG) of an AMD
+# CPU with SVM, so that L1's own kernel (Debian's, with its kvm-amd module)
+# provides /dev/kvm. L1 sees this host's root file system read-only over
+# 9p and this repository read-write, gets fresh /tmp, /run and /dev/shm,
+# and runs COMMAND with bash in the repository as root. Everything amalgam
+# does under test is then real: KVM ioctls, userfaultfd, libfabric, several
+# processes; only the CPU under L1 is emulated, so it runs ~10-50x slower.
+#
+# Prints L1's console; exits with COMMAND's status (3 when L1 could not be
+# set up: no QEMU, no kernel package, no /dev/kvm in L1). --check only
+# reports whether L1 gets /dev/kvm.
+#
+# Environment: NESTED_MEM (default 4G), NESTED_SMP (2), NESTED_TIMEOUT
+# seconds (7200), NESTED_CACHE (build/nested).
+#
+# Why the newest kernel package and not linux-image-amd64 (6.1): the DSM
+# maps read-only pages with UFFDIO_CONTINUE_MODE_WP, which needs Linux 6.4.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${NESTED_CACHE:-$ROOT/build/nested}
+MEM=${NESTED_MEM:-4G}
+SMP=${NESTED_SMP:-2}
+TIMEOUT=${NESTED_TIMEOUT:-7200}
+say() { echo "nested-kvm: $*" >&2; }
+check=0
+[ "${1:-}" = --check ] && { check=1; shift; }
+[ $check -eq 1 ] || [ $# -gt 0 ] || { say "usage: $0 [--check] COMMAND..."; exit 2; }
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+file -L /bin/busybox 2>/dev/null | grep -q "statically linked" || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+command -v file >/dev/null || need+=(file)
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]}"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends "${need[@]}"; } >/dev/null || { say "cannot install ${need[*]}"; exit 3; }
+fi
+
+# The newest linux-image-*-amd64 apt knows (bookworm: 6.12 from the
+# updates), with its modules.
+newest=$(apt-cache pkgnames linux-image- 2>/dev/null |
+         grep -E '^linux-image-[0-9][0-9.]*(-[0-9]+|\+deb[0-9]+)-amd64$' | sort -V | tail -n 1 || true)
+[ -n "${AMALGAM_LINUX_PACKAGE:-}" ] || export AMALGAM_LINUX_PACKAGE=$newest
+KERNEL=$(AMALGAM_LINUX_MODULES=1 "$ROOT/scripts/fetch-debian-kernel.sh" "$CACHE/linux") || exit 3
+KVER=${KERNEL##*/vmlinuz-}
+MODS=$(dirname "$(dirname "$KERNEL")")/lib/modules/$KVER/kernel
+
+# The initramfs: busybox, the modules in load order, and /init.
+R=$CACHE/initramfs
+rm -rf "$R"
+mkdir -p "$R"/{bin,proc,sys,dev,mod,host,cfg}
+cp /bin/busybox "$R/bin/"
+for a in sh mount mkdir insmod ip chroot poweroff cat grep sleep; do ln -s busybox "$R/bin/$a"; done
+modfile() { find "$MODS" \( -name "$1.ko*" -o -name "$(echo "$1" | tr _ -).ko*" \) | head -n 1; }
+unpack_mod() { # FILE -> path of the uncompressed module in $R/mod
+    local f=$1 b
+    b=$(basename "$f"); b=${b%.xz}; b=${b%.zst}; b=${b%.gz}
+    case $f in
+        *.xz) xz -dc "$f" >"$R/mod/$b" ;;
+        *.zst) zstd -dqc "$f" >"$R/mod/$b" ;;
+        *.gz) gzip -dc "$f" >"$R/mod/$b" ;;
+        *) cp "$f" "$R/mod/$b" ;;
+    esac
+    echo "$R/mod/$b"
+}
+seen=" "
+add_mod() { # NAME: the module after its dependencies (modinfo's depends=)
+    local name f u d
+    name=$(echo "$1" | tr - _)
+    case $seen in *" $name "*) return 0 ;; esac
+    seen="$seen$name "
+    f=$(modfile "$name")
+    [ -n "$f" ] || { say "module $name is not in $MODS"; exit 3; }
+    u=$(unpack_mod "$f")
+    for d in $(strings "$u" | sed -n 's/^depends=//p' | tr , ' '); do add_mod "$d"; done
+    basename "$u" >>"$R/mod/order"
+}
+: >"$R/mod/order"
+for m in kvm-amd 9pnet_virtio 9p; do add_mod "$m"; done
+
+# (Not in /: busybox mount would take a file named like a 9p tag for a
+# loop device.)
+printf '%q ' "$@" >"$R/cfg/command"
+echo "$ROOT" >"$R/cfg/repo"
+echo $check >"$R/cfg/check-only"
+cat >"$R/init" <<'EOF'
+#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /mod/order); do insmod /mod/$m || echo "nested-kvm: L1: insmod $m failed"; done
+bye() { echo "NESTED-EXIT $1"; poweroff -f; sleep 10; }
+if [ ! -c /dev/kvm ]; then
+    echo "nested-kvm: L1: no /dev/kvm; the CPU flags L1 sees:"
+    grep -m1 -o -w -E 'svm|npt|vmx' /proc/cpuinfo
+    bye 3
+fi
+echo "nested-kvm: L1 has /dev/kvm"
+[ "$(cat /cfg/check-only)" = 1 ] && bye 0
+repo=$(cat /cfg/repo)
+o=trans=virtio,version=9p2000.L,msize=262144,cache=loose
+mount -t 9p -o $o,ro hostroot /host || bye 3
+mount -t 9p -o $o repo /host$repo || bye 3
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t cgroup2 none /host/sys/fs/cgroup 2>/dev/null
+mount -t devtmpfs dev /host/dev
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts devpts /host/dev/pts
+for d in /tmp /run /dev/shm /var/tmp /root; do mount -t tmpfs -o size=2G tmp /host$d; done
+ip link set lo up
+chroot /host /bin/bash -c "cd $repo && export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin && $(cat /cfg/command)"
+bye $?
+EOF
+chmod +x "$R/init"
+(cd "$R" && find . | cpio -o -H newc --quiet) >"$CACHE/initramfs.cpio"
+
+say "booting L1 (QEMU TCG, $SMP CPUs, $MEM; kernel $KVER)"
+log=$CACHE/console.log
+set +e
+timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$MEM" -smp "$SMP" \
+    -kernel "$KERNEL" -initrd "$CACHE/initramfs.cpio" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 tsc=reliable rdinit=/init" \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap,id=hostroot \
+    -virtfs local,path="$ROOT",mount_tag=repo,security_model=passthrough,id=repo \
+    -nographic -no-reboot -nic none </dev/null 2>&1 | tee "$log"
+set -e
+st=$(sed -n 's/^NESTED-EXIT \([0-9]*\).*/\1/p' "$log" | tail -n 1)
+[ -n "$st" ] || { say "L1 ended without reporting (time-out after $TIMEOUT s, or a crash)"; exit 3; }
+exit "$st"
