@@ -14,7 +14,9 @@
 # reports whether L1 gets /dev/kvm.
 #
 # Environment: NESTED_MEM (default 4G), NESTED_SMP (2), NESTED_TIMEOUT
-# seconds (7200), NESTED_CACHE (build/nested).
+# seconds (7200), NESTED_CACHE (build/nested), NESTED_TCG (multi: one host
+# thread per L1 CPU; single: one for all, slower but immune to the crash
+# below).
 #
 # Why the newest kernel package and not linux-image-amd64 (6.1): the DSM
 # maps read-only pages with UFFDIO_CONTINUE_MODE_WP, which needs Linux 6.4.
@@ -24,6 +26,7 @@ CACHE=${NESTED_CACHE:-$ROOT/build/nested}
 MEM=${NESTED_MEM:-4G}
 SMP=${NESTED_SMP:-2}
 TIMEOUT=${NESTED_TIMEOUT:-7200}
+TCG=${NESTED_TCG:-multi}
 say() { echo "nested-kvm: $*" >&2; }
 check=0
 [ "${1:-}" = --check ] && { check=1; shift; }
@@ -127,7 +130,7 @@ log=$CACHE/console.log
 # is retried, up to 3 times.
 for attempt in 1 2 3; do
     set +e
-    timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$MEM" -smp "$SMP" \
+    timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread="$TCG" -cpu max -m "$MEM" -smp "$SMP" \
         -kernel "$KERNEL" -initrd "$CACHE/initramfs.cpio" \
         -append "console=ttyS0 panic=-1 quiet loglevel=3 tsc=reliable rdinit=/init" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap,id=hostroot \

@@ -146,6 +146,19 @@ static void fix_cpuid_entry(struct kvm_cpuid_entry2 *e, uint32_t apic_id, int nr
                  ((uint32_t)(nr_vcpus > 255 ? 255 : nr_vcpus) << 16);
         e->ecx |= 1u << 21; /* x2APIC: modelled in user space */
         e->ecx |= 1u << 24; /* TSC-deadline timer: modelled in user space */
+        /* "Running under a hypervisor": without it Linux never looks at
+         * the KVM leaves below, has no kvm-clock, and must calibrate the
+         * TSC against the PIT, which under nested or loaded hosts failed
+         * ("could not calculate TSC khz") and left the boot waiting for a
+         * timer tick that never came. */
+        e->ecx |= 1u << 31;
+        break;
+    case 0x40000001:
+        /* Of KVM's paravirtual features only kvm-clock: the others (PV EOI,
+         * PV IPIs, PV TLB flush, async page faults, steal time) need KVM's
+         * in-kernel LAPIC, and amalgam's LAPIC lives in user space. */
+        e->eax &= (1u << 0) | (1u << 3) | (1u << 24); /* CLOCKSOURCE, CLOCKSOURCE2, STABLE */
+        e->edx = 0;
         break;
     case 0xb:
     case 0x1f:
