@@ -92,38 +92,43 @@ void *gmem_guest_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
     return off < 0 ? NULL : m->guest_view + off;
 }
 
+/* Copies between buf and [gpa, +len) as seen through one of the views. */
+static int copy_out(const struct guest_mem *m, const uint8_t *view, uint64_t gpa, void *buf,
+                    size_t len)
+{
+    int64_t off = range_offset(m, gpa, len);
+    if (off < 0)
+        return -EFAULT;
+    memcpy(buf, view + off, len);
+    return 0;
+}
+
+static int copy_in(const struct guest_mem *m, uint8_t *view, uint64_t gpa, const void *buf,
+                   size_t len)
+{
+    int64_t off = range_offset(m, gpa, len);
+    if (off < 0)
+        return -EFAULT;
+    memcpy(view + off, buf, len);
+    return 0;
+}
+
 int gmem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len)
 {
-    const void *p = gmem_agent_ptr(m, gpa, len);
-    if (!p)
-        return -EFAULT;
-    memcpy(buf, p, len);
-    return 0;
+    return copy_out(m, m->agent_view, gpa, buf, len);
 }
 
 int gmem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len)
 {
-    void *p = gmem_agent_ptr(m, gpa, len);
-    if (!p)
-        return -EFAULT;
-    memcpy(p, buf, len);
-    return 0;
+    return copy_in(m, m->agent_view, gpa, buf, len);
 }
 
 int gmem_guest_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len)
 {
-    const void *p = gmem_guest_ptr(m, gpa, len);
-    if (!p)
-        return -EFAULT;
-    memcpy(buf, p, len);
-    return 0;
+    return copy_out(m, m->guest_view, gpa, buf, len);
 }
 
 int gmem_guest_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len)
 {
-    void *p = gmem_guest_ptr(m, gpa, len);
-    if (!p)
-        return -EFAULT;
-    memcpy(p, buf, len);
-    return 0;
+    return copy_in(m, m->guest_view, gpa, buf, len);
 }
