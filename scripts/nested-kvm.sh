@@ -43,12 +43,9 @@ if [ ${#need[@]} -gt 0 ]; then
         --no-install-recommends "${need[@]}"; } >/dev/null || { say "cannot install ${need[*]}"; exit 3; }
 fi
 
-# The newest linux-image-*-amd64 apt knows (bookworm: 6.12 from the
-# updates), with its modules.
-newest=$(apt-cache pkgnames linux-image- 2>/dev/null |
-         grep -E '^linux-image-[0-9][0-9.]*(-[0-9]+|\+deb[0-9]+)-amd64$' | sort -V | tail -n 1 || true)
-[ -n "${AMALGAM_LINUX_PACKAGE:-}" ] || export AMALGAM_LINUX_PACKAGE=$newest
-KERNEL=$(AMALGAM_LINUX_MODULES=1 "$ROOT/scripts/fetch-debian-kernel.sh" "$CACHE/linux") || exit 3
+# The newest kernel package, with its modules.
+KERNEL=$(AMALGAM_LINUX_PACKAGE=${AMALGAM_LINUX_PACKAGE:-newest} AMALGAM_LINUX_MODULES=1 \
+    "$ROOT/scripts/fetch-debian-kernel.sh" "$CACHE/linux") || exit 3
 KVER=${KERNEL##*/vmlinuz-}
 MODS=$(dirname "$(dirname "$KERNEL")")/lib/modules/$KVER/kernel
 
