@@ -245,12 +245,6 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
     settle(h);
 }
 
-/* How long a message loop polls without sleeping after traffic or a
- * request. On a 2-core host with two nodes, never spinning cost two sleeps
- * per remote fault (~270 us) and always spinning starved the vCPU threads
- * (~280 us); 500 us gave ~60 us (bench dsm --host). */
-#define SPIN_NS 500000ULL
-
 void dsm_host_release(struct dsm_host *h)
 {
     struct uffdio_range all = {(uint64_t)(uintptr_t)h->guest_view, h->npages * DSM_PAGE_SIZE};
@@ -274,6 +268,12 @@ int dsm_host_poll(struct dsm_host *h)
         }
     return handled;
 }
+
+/* How long a message loop polls without sleeping after traffic or a
+ * request. On a 2-core host with two nodes, never spinning cost two sleeps
+ * per remote fault (~270 us) and always spinning starved the vCPU threads
+ * (~280 us); 500 us gave ~60 us (bench dsm --host). */
+#define SPIN_NS 500000ULL
 
 void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now)
 {

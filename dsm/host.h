@@ -3,8 +3,9 @@
  *
  * The region is a memfd mapped twice (see vmm/memory.h): the guest view is
  * registered with userfaultfd (MISSING | MINOR | WP) and is what guest and
- * VMM threads touch; the agent view is where the DSM reads and writes page
- * contents without faulting. Access changes: invalidate = MADV_DONTNEED on
+ * VMM threads touch. Page contents move with pread/pwrite on the memfd (the
+ * agent view serves only as an unregistered address for a start-up probe).
+ * Access changes: invalidate = MADV_DONTNEED on
  * the guest view (the page stays in the memfd), downgrade =
  * UFFDIO_WRITEPROTECT, grant = UFFDIO_CONTINUE (with MODE_WP for read-only)
  * or write-unprotect; a copy given up (invalidated, evicted, written back)
