@@ -138,12 +138,59 @@ int kvm_create_vcpu(int vm_fd, int id, size_t run_size, int *fd, struct kvm_run 
     return 0;
 }
 
-static void fix_cpuid_entry(struct kvm_cpuid_entry2 *e, uint32_t apic_id, int nr_vcpus)
+/* Topology: every vCPU is a package of its own (one core, one thread), as
+ * QEMU's default "-smp N" is. The host's values would put all vCPUs in one
+ * package (or in the host's packages) while the SRAT puts them on different
+ * NUMA nodes, and Linux then warns that a package spans nodes ("sched: CPU
+ * #1's llc-sibling CPU #0 is not on the same node") and builds scheduling
+ * domains that contradict the NUMA ones. One package per vCPU is true on
+ * every node placement, including a vCPU that later migrates. */
+static void cpuid_one_package(struct kvm_cpuid_entry2 *e, uint32_t apic_id)
 {
     switch (e->function) {
     case 1:
-        e->ebx = (e->ebx & 0x0000ffffu) | (apic_id << 24) |
-                 ((uint32_t)(nr_vcpus > 255 ? 255 : nr_vcpus) << 16);
+        e->ebx = (e->ebx & 0x0000ffffu) | (apic_id << 24) | (1u << 16);
+        e->edx &= ~(1u << 28); /* HTT: one logical processor per package */
+        break;
+    case 4: /* Intel caches: no core or thread shares a cache with another */
+    case 0x8000001d: /* AMD's equivalent */
+        e->eax &= 0x00003fffu; /* keep type and level; sharing counts 1 */
+        break;
+    case 0xb:
+    case 0x1f:
+        /* Level 0 (SMT) and level 1 (core), each one wide with a zero
+         * APIC-id shift; the package is the whole APIC id. */
+        e->eax = 0;
+        e->ebx = e->index <= 1 ? 1 : 0;
+        e->ecx = e->index | (e->index <= 1 ? (e->index + 1) << 8 : 0);
+        e->edx = apic_id;
+        break;
+    case 0x80000001:
+        e->ecx &= ~(1u << 1); /* CmpLegacy: not a multi-core package */
+        break;
+    case 0x80000008:
+        e->ecx &= ~0xf0ffu; /* one core (NC = 0), no core bits in the APIC id */
+        break;
+    case 0x80000026:
+        /* AMD's extended topology leaf, which Linux reads before 0xb:
+         * empty, so that it falls back to the leaves above. */
+        e->eax = e->ebx = e->ecx = e->edx = 0;
+        break;
+    case 0x8000001e:
+        e->eax = apic_id;
+        e->ebx = 0; /* compute unit 0, one thread in it */
+        e->ecx = 0; /* node 0 of one node in the package */
+        break;
+    default:
+        break;
+    }
+}
+
+void kvm_cpuid_fix(struct kvm_cpuid_entry2 *e, uint32_t apic_id)
+{
+    cpuid_one_package(e, apic_id);
+    switch (e->function) {
+    case 1:
         e->ecx |= 1u << 21; /* x2APIC: modelled in user space */
         e->ecx |= 1u << 24; /* TSC-deadline timer: modelled in user space */
         /* "Running under a hypervisor": without it Linux never looks at
@@ -160,16 +207,12 @@ static void fix_cpuid_entry(struct kvm_cpuid_entry2 *e, uint32_t apic_id, int nr
         e->eax &= (1u << 0) | (1u << 3) | (1u << 24); /* CLOCKSOURCE, CLOCKSOURCE2, STABLE */
         e->edx = 0;
         break;
-    case 0xb:
-    case 0x1f:
-        e->edx = apic_id;
-        break;
     default:
         break;
     }
 }
 
-int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id, int nr_vcpus)
+int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id)
 {
     int n = 256;
     struct kvm_cpuid2 *c = calloc(1, sizeof *c + n * sizeof(struct kvm_cpuid_entry2));
@@ -182,7 +225,7 @@ int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id, int nr_vcpus)
         return e;
     }
     for (uint32_t i = 0; i < c->nent; i++)
-        fix_cpuid_entry(&c->entries[i], apic_id, nr_vcpus);
+        kvm_cpuid_fix(&c->entries[i], apic_id);
     int r = ioctl(vcpu_fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
     free(c);
     return r;

@@ -200,7 +200,7 @@ static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
     pthread_mutex_init(&v->lock, NULL);
     pthread_cond_init(&v->io_cond, NULL);
     int r = kvm_create_vcpu(vm->vm_fd, id, vm->run_size, &v->fd, &v->run);
-    r = r ?: kvm_set_cpuid(vm->kvm_fd, v->fd, (uint32_t)id, vm->nr_vcpus);
+    r = r ?: kvm_set_cpuid(vm->kvm_fd, v->fd, (uint32_t)id);
     if (r < 0) {
         snprintf(err, errlen, "cannot create vCPU %d: %s", id, strerror(-r));
         return r;

@@ -8,6 +8,7 @@
 
 #include "cli/run_args.h"
 #include "vmm/emulate.h"
+#include "vmm/kvm.h"
 #include "vmm/memory.h"
 #include "vmm/vmm.h"
 
@@ -185,6 +186,58 @@ START_TEST(decoder)
 }
 END_TEST
 
+/* Each vCPU must be a package of its own whatever the host's CPUID says:
+ * a host with 16 threads in 8 cores per package, and vCPU APIC id 5. */
+static struct kvm_cpuid_entry2 leaf(uint32_t fn, uint32_t idx, uint32_t a, uint32_t b,
+                                    uint32_t c, uint32_t d)
+{
+    struct kvm_cpuid_entry2 e = {.function = fn, .index = idx, .eax = a, .ebx = b, .ecx = c, .edx = d};
+    kvm_cpuid_fix(&e, 5);
+    return e;
+}
+
+START_TEST(cpuid_one_package_per_vcpu)
+{
+    struct kvm_cpuid_entry2 e = leaf(1, 0, 0x000a0f10, 0x00100800, 0x7ffafbff, 0x178bfbff);
+    ck_assert_uint_eq(e.ebx >> 24, 5);             /* initial APIC id */
+    ck_assert_uint_eq((e.ebx >> 16) & 0xff, 1);    /* logical processors per package */
+    ck_assert_uint_eq(e.ebx & 0xffff, 0x0800);     /* CLFLUSH size, brand: untouched */
+    ck_assert_uint_eq(e.edx & (1u << 28), 0);      /* no HTT */
+    ck_assert_uint_ne(e.ecx & (1u << 31), 0);      /* hypervisor */
+    ck_assert_uint_ne(e.ecx & (1u << 21), 0);      /* x2APIC */
+
+    e = leaf(0xb, 0, 1, 2, 0x100, 0);              /* SMT: shift 1, 2 threads */
+    ck_assert_uint_eq(e.eax, 0);
+    ck_assert_uint_eq(e.ebx, 1);
+    ck_assert_uint_eq(e.ecx, 0x100);
+    ck_assert_uint_eq(e.edx, 5);
+    e = leaf(0xb, 1, 4, 16, 0x201, 0);             /* core: shift 4, 16 threads */
+    ck_assert_uint_eq(e.eax, 0);
+    ck_assert_uint_eq(e.ebx, 1);
+    ck_assert_uint_eq(e.ecx, 0x201);
+    ck_assert_uint_eq(e.edx, 5);
+    e = leaf(0x1f, 2, 6, 32, 0x502, 0);            /* a die level: gone */
+    ck_assert_uint_eq(e.ebx, 0);
+    ck_assert_uint_eq((e.ecx >> 8) & 0xff, 0);
+
+    e = leaf(4, 1, 0x1c004121, 0x01c0003f, 0x3f, 0); /* 8 cores, 2 sharing L1d */
+    ck_assert_uint_eq(e.eax, 0x121);
+    ck_assert_uint_eq(e.ebx, 0x01c0003f);          /* cache geometry untouched */
+
+    e = leaf(0x80000008, 0, 0x3030, 0, 0x400f, 0); /* AMD: 16 cores, 4 APIC-id bits */
+    ck_assert_uint_eq(e.ecx & 0xf0ff, 0);
+    e = leaf(0x80000001, 0, 0, 0, 0x3, 0);         /* CmpLegacy */
+    ck_assert_uint_eq(e.ecx, 0x1);
+    e = leaf(0x8000001e, 0, 9, 0x0103, 0x0101, 0);
+    ck_assert_uint_eq(e.eax, 5);
+    ck_assert_uint_eq(e.ebx, 0);
+    ck_assert_uint_eq(e.ecx, 0);
+    e = leaf(0x40000001, 0, 0xffffffff, 0, 0, 1);  /* KVM features: kvm-clock only */
+    ck_assert_uint_eq(e.eax, (1u << 0) | (1u << 3) | (1u << 24));
+    ck_assert_uint_eq(e.edx, 0);
+}
+END_TEST
+
 #include "tests/unit/unit.h"
 
 int main(void)
@@ -198,6 +251,7 @@ int main(void)
     tcase_add_test(t, memory_views_alias);
     tcase_add_test(t, memory_high_region);
     tcase_add_test(t, decoder);
+    tcase_add_test(t, cpuid_one_package_per_vcpu);
     suite_add_tcase(s, t);
     return run_suite(s);
 }
