@@ -17,6 +17,7 @@ int cluster_register_types(struct ic_types *t)
     r = r ?: ic_types_add(t, VM_T_IO_REQ, 0, 0);
     r = r ?: ic_types_add(t, VM_T_IO_REPLY, 0, 0);
     r = r ?: ic_types_add(t, VM_T_TSC, 0, 0);
+    r = r ?: ic_types_add(t, VM_T_EOI, 0, 0);
     return r ?: ic_types_add(t, VM_T_STOP, 0, 0);
 }
 
@@ -37,14 +38,25 @@ static bool valid_apic_msg(const struct apic_msg *m)
            m->shorthand != APIC_SH_SELF && m->dest_logical <= 1 && m->x2apic <= 1;
 }
 
+/* A message the protocol does not allow (a bug or a hostile peer): counted,
+ * reported once, then dropped. */
+static void bad_message(struct vm *vm, const struct ic_hdr *h, const char *why)
+{
+    if (atomic_fetch_add(&vm->bad_msgs, 1) == 0)
+        fprintf(stderr, "amalgam node %d: dropped a message from node %d: %s (further ones "
+                "are counted in --stats)\n", vm->node, h->src_rank, why);
+}
+
 static void answer_io(struct vm *vm, const struct ic_hdr *h)
 {
     uint16_t port = (uint16_t)h->arg0;
     int size = (int)((h->arg0 >> 16) & 0xff);
     bool write = (h->arg0 >> 24) & 1, mmio = (h->arg0 >> 25) & 1;
     uint32_t val = (uint32_t)h->arg1, r;
-    if (vm->node != 0 || (!mmio && size != 1 && size != 2 && size != 4))
+    if (vm->node != 0 || (!mmio && size != 1 && size != 2 && size != 4)) {
+        bad_message(vm, h, "a device access not for this node, or of a bad size");
         return;
+    }
     if (mmio)
         r = vm_ioapic_access(vm, (h->arg1 >> 32) & 0xfff, write, val);
     else
@@ -54,8 +66,10 @@ static void answer_io(struct vm *vm, const struct ic_hdr *h)
 
 static void io_answered(struct vm *vm, const struct ic_hdr *h)
 {
-    if (h->arg0 >= (uint64_t)vm->nr_vcpus || h->src_rank != 0)
+    if (h->arg0 >= (uint64_t)vm->nr_vcpus || h->src_rank != 0) {
+        bad_message(vm, h, "a device answer for no vCPU, or not from node 0");
         return;
+    }
     struct vcpu *v = &vm->vcpus[h->arg0];
     pthread_mutex_lock(&v->lock);
     v->io_value = (uint32_t)h->arg1;
@@ -73,6 +87,15 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
         memcpy(&m, payload, sizeof m);
         if (valid_apic_msg(&m))
             vm_deliver_local(vm, &m);
+        else
+            bad_message(vm, h, "an interrupt message with invalid fields");
+        break;
+    case VM_T_EOI:
+        /* Vectors 0-15 are exceptions: no interrupt ever had one. */
+        if (vm->node == 0 && h->arg0 >= 16 && h->arg0 <= 255)
+            vm_eoi(vm, (uint8_t)h->arg0);
+        else
+            bad_message(vm, h, "an EOI not for node 0, or of an invalid vector");
         break;
     case VM_T_IO_REQ:
         answer_io(vm, h);
@@ -203,7 +226,7 @@ static void print_stats(const struct vm *vm)
                      "amalgam node %d: dsm: %llu read faults, %llu write faults (%llu upgrades), "
                      "%llu invalidations sent, %llu received, %llu recalls sent, %llu received, "
                      "%llu KiB moved, %llu evictions (%llu written back), %llu pages cached, "
-                     "%llu userfaultfd events; fault service time in us:",
+                     "%llu userfaultfd events, %llu bad messages; fault service time in us:",
                      vm->node, (unsigned long long)s->read_faults,
                      (unsigned long long)s->write_faults, (unsigned long long)s->upgrades,
                      (unsigned long long)s->inv_sent, (unsigned long long)s->inv_received,
@@ -211,7 +234,8 @@ static void print_stats(const struct vm *vm)
                      (unsigned long long)(s->bytes_moved >> 10),
                      (unsigned long long)s->evictions, (unsigned long long)s->writebacks,
                      (unsigned long long)vm->dsm->eng.cached,
-                     (unsigned long long)vm->dsm->uffd_events);
+                     (unsigned long long)vm->dsm->uffd_events,
+                     (unsigned long long)atomic_load(&vm->bad_msgs));
     for (int b = 0; b < DSM_HIST_BUCKETS && o > 0 && (size_t)o < sizeof buf; b++)
         if (s->service_ns_log2[b])
             o += snprintf(buf + o, sizeof buf - (size_t)o, " [%.1f,%.1f):%llu",
@@ -294,6 +318,12 @@ uint32_t cluster_forward_mmio(struct vcpu *v, uint64_t addr, bool write, uint32_
 {
     return forward(v, 4ULL << 16 | (uint64_t)write << 24 | 1ULL << 25,
                    (addr & 0xfff) << 32 | val);
+}
+
+void cluster_forward_eoi(struct vm *vm, uint8_t vector)
+{
+    if (ic_send(vm->cfg.ic, 0, VM_T_EOI, vector, 0, NULL, 0) < 0)
+        vm_fail(vm, "node %d: cannot reach node 0 to end a level-triggered interrupt", vm->node);
 }
 
 void cluster_broadcast_stop(struct vm *vm)

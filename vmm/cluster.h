@@ -22,6 +22,7 @@ enum vm_msg_type {
     VM_T_IO_REPLY = 0x62, /* arg0: vcpu; arg1: value */
     VM_T_STOP = 0x63,     /* arg0: reason; arg1: status */
     VM_T_TSC = 0x64,      /* node 0 -> all at start: arg0: host TSC reference */
+    VM_T_EOI = 0x65,      /* -> node 0: arg0: a level-triggered vector a LAPIC EOI'd */
 };
 
 int cluster_register_types(struct ic_types *t);
@@ -36,6 +37,8 @@ void cluster_send_ipi(struct vm *vm, const struct apic_msg *m);
 /* Runs a device access on node 0 and waits for the result. */
 uint32_t cluster_forward_io(struct vcpu *v, uint16_t port, int size, bool write, uint32_t val);
 uint32_t cluster_forward_mmio(struct vcpu *v, uint64_t addr, bool write, uint32_t val);
+/* Hands a level-triggered EOI to node 0, whose IOAPIC is the machine's. */
+void cluster_forward_eoi(struct vm *vm, uint8_t vector);
 /* Tells every other node that the run ended. */
 void cluster_broadcast_stop(struct vm *vm);
 

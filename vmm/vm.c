@@ -134,6 +134,13 @@ void vm_set_irq(struct vm *vm, int pin, int level)
 
 void vm_eoi(struct vm *vm, uint8_t vector)
 {
+    /* Only node 0's IOAPIC routes interrupts (the others' copies never see
+     * a pin change): an EOI elsewhere would leave Remote IRR set there and
+     * the line masked for good. */
+    if (vm->cfg.ic && vm->node != 0) {
+        cluster_forward_eoi(vm, vector);
+        return;
+    }
     struct ioapic_out out = {0};
     pthread_mutex_lock(&vm->dev_lock);
     ioapic_eoi(&vm->ioapic, vector, &out);

@@ -101,6 +101,7 @@ struct vm {
     _Atomic bool vcpus_joined;    /* the loop serves faults until then */
     uint64_t tsc_ref;             /* node 0's host TSC reference (VM_T_TSC) */
     _Atomic bool tsc_ref_known;
+    _Atomic uint64_t bad_msgs;    /* VMM messages dropped as invalid */
 };
 
 /* Ends the run (first caller wins): records why and with which status,

@@ -26,10 +26,12 @@
 #define SVC_RDMSR 3
 #define SVC_PUTS 4      /* RDI: NUL-terminated string */
 #define SVC_BENCH_OUT 5 /* RDI: count of OUTs to the bench port, from CPL0 */
+#define SVC_UART_THRI 6 /* raise the UART's transmit-empty interrupt (IRQ 4) */
 
 /* Vectors */
 #define VEC_TIMER 0x30
 #define VEC_IPI_BASE 0x40 /* + sender cpu */
+#define VEC_DEVICE 0x90   /* the UART's IRQ 4 through the IOAPIC (ioapic test) */
 #define VEC_SPURIOUS 0xff
 
 #ifndef __ASSEMBLY__
@@ -50,6 +52,7 @@ struct percpu {
     volatile uint64_t ticks;
     volatile uint64_t ipi_from[MAX_CPUS];
     volatile uint64_t nmis;
+    volatile uint64_t device_irqs;
     uint64_t saved_ksp; /* kernel rsp while the CPU is in user mode */
 } __attribute__((aligned(64)));
 

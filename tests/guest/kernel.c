@@ -7,6 +7,10 @@
 
 #define LAPIC_BASE 0xFEE00000UL
 #define COM1 0x3f8
+#define UART_IER 1
+#define UART_IIR 2
+#define UART_MCR 4
+#define UART_MCR_OUT2 0x08 /* gates the UART's interrupt line on PCs */
 #define PORT_EXIT 0x501
 #define VEC_GO 0x31
 
@@ -46,6 +50,13 @@ static volatile int ap_online;
 static inline void outb(uint16_t port, uint8_t v)
 {
     __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
 }
 
 void putc_con(char c)
@@ -312,6 +323,14 @@ static void service(struct trap_frame *f, int cpu)
         for (uint64_t i = f->rdi; i; i--)
             outb(0x502, 0);
         break;
+    case SVC_UART_THRI:
+        /* Enabling THRI with an empty transmitter raises the interrupt. */
+        lock_print();
+        outb(COM1 + UART_MCR, 0x03 | UART_MCR_OUT2);
+        outb(COM1 + UART_IER, 0);
+        outb(COM1 + UART_IER, 0x02);
+        unlock_print();
+        break;
     default:
         fail("cpu %d: unknown service %lu", cpu, f->rax);
     }
@@ -332,6 +351,14 @@ void trap(struct trap_frame *f)
     }
     if (v == VEC_TIMER) {
         cpus[cpu].ticks++;
+    } else if (v == VEC_DEVICE) {
+        /* Reading IIR and turning THRI off lowers the line before the EOI,
+         * as a level-triggered handler must. */
+        lock_print();
+        (void)inb(COM1 + UART_IIR);
+        outb(COM1 + UART_IER, 0);
+        unlock_print();
+        cpus[cpu].device_irqs++;
     } else if (v >= VEC_IPI_BASE && v < VEC_IPI_BASE + MAX_CPUS) {
         cpus[cpu].ipi_from[v - VEC_IPI_BASE]++;
     } else if (v == VEC_SPURIOUS) {

@@ -182,6 +182,64 @@ static void timer_run(int cpu)
     ubarrier();
 }
 
+/* ---- ioapic --------------------------------------------------------------- */
+/* The UART's IRQ 4, routed level-triggered by the IOAPIC to each CPU in
+ * turn, is raised `rounds` times per CPU and must arrive exactly as often.
+ * On several nodes the UART and the IOAPIC live on node 0: the raise is a
+ * forwarded port write, the interrupt a message to the CPU's node, and each
+ * EOI must reach node 0's IOAPIC, or Remote IRR stays set there and the
+ * second interrupt never comes. */
+#define IOAPIC ((volatile uint32_t *)0xFEC00000UL)
+#define IOAPIC_UART_PIN 4
+
+static uint64_t ioapic_rounds;
+
+static void ioapic_setup(void)
+{
+    ioapic_rounds = arg_or("rounds", 20);
+}
+
+static void ioapic_route(uint32_t apic_id, bool masked)
+{
+    IOAPIC[0] = 0x11 + 2 * IOAPIC_UART_PIN; /* IOREGSEL: high half, destination */
+    IOAPIC[4] = apic_id << 24;              /* IOWIN */
+    IOAPIC[0] = 0x10 + 2 * IOAPIC_UART_PIN; /* low half: fixed, physical, active high */
+    IOAPIC[4] = VEC_DEVICE | (1u << 15) | (masked ? 1u << 16 : 0); /* level */
+}
+
+static void ioapic_raise_and_wait(int cpu)
+{
+    for (uint64_t r = 1; r <= ioapic_rounds && !test_failed; r++) {
+        uint64_t base = cpus[cpu].device_irqs;
+        svc(SVC_UART_THRI, 0, 0);
+        uint64_t t0 = rdtsc();
+        while (cpus[cpu].device_irqs == base && !timed_out(t0, 10))
+            cpu_relax();
+        if (cpus[cpu].device_irqs != base + 1)
+            ufail(cpu, "UART interrupt %lu of %lu to APIC id %u: %lu arrived", r, ioapic_rounds,
+                  cpus[cpu].apic_id, cpus[cpu].device_irqs - base);
+    }
+}
+
+static void ioapic_run(int cpu)
+{
+    for (int t = 0; t < ncpus && !test_failed; t++) {
+        if (cpu == 0)
+            ioapic_route(cpus[t].apic_id, false);
+        ubarrier();
+        if (cpu == t)
+            ioapic_raise_and_wait(cpu);
+        ubarrier();
+    }
+    if (cpu != 0)
+        return;
+    ioapic_route(0, true);
+    for (int c = 0; c < ncpus; c++)
+        if (cpus[c].device_irqs != ioapic_rounds)
+            ufail(cpu, "CPU %d (APIC id %u) took %lu UART interrupts, expected %lu", c,
+                  cpus[c].apic_id, cpus[c].device_irqs, ioapic_rounds);
+}
+
 /* ---- mem ------------------------------------------------------------------ */
 
 static uint64_t mem_lo, mem_hi;
@@ -371,6 +429,7 @@ const struct test tests[] = {
     {"timer", timer_run, NULL},
     {"mem", mem_run, mem_setup},
     {"tsc", tsc_run, tsc_setup},
+    {"ioapic", ioapic_run, ioapic_setup},
     {"bench-vmexit", bench_run, bench_setup},
     {NULL, NULL, NULL},
 };

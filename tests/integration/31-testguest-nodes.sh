@@ -3,7 +3,7 @@
 # crossing nodes, TSC consistent across nodes.
 source "$(dirname "$0")/common.bash"
 need_kvm
-for t in smp-counter spinlock ipi timer; do
+for t in smp-counter spinlock ipi timer ioapic; do
     run_guest "$t" 0 --nodes 2 --vcpus 4 --mem 256M --append "test=$t"
     run_guest "$t" 0 --nodes 4 --vcpus 4 --mem 256M --append "test=$t"
 done
