@@ -106,6 +106,7 @@ void ubarrier(void);
 void ufail(int cpu, const char *fmt, ...);
 void uprint(const char *fmt, ...);
 bool timed_out(uint64_t start, uint64_t gcycles);
+extern uint64_t timeout_scale; /* slow=K on the command line */
 extern volatile int test_failed;
 extern char fail_reason[160];
 

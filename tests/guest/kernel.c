@@ -417,7 +417,7 @@ static void start_aps(void)
     uint64_t t0 = rdtsc();
     while (ap_online < ncpus - 1) {
         __asm__ volatile("pause");
-        if (rdtsc() - t0 > 60000000000ULL)
+        if (rdtsc() - t0 > 60000000000ULL * timeout_scale)
             fail("only %d of %d application processors started", ap_online, ncpus - 1);
     }
 }
@@ -443,6 +443,13 @@ void kmain_bsp(const uint8_t *bp)
             current = t;
     if (!current)
         fail("unknown test");
+    char slow[16];
+    if (cmdline_get("slow", slow, sizeof slow)) {
+        uint64_t k = 0;
+        for (const char *s = slow; *s >= '0' && *s <= '9' && k < 1000; s++)
+            k = k * 10 + (uint64_t)(*s - '0');
+        timeout_scale = k ? k : 1;
+    }
     setup_paging();
     setup_gdt_idt();
     load_tables(0);

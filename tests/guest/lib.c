@@ -162,10 +162,14 @@ void uprint(const char *fmt, ...)
 }
 
 /* The TSC rate is unknown but at least 1 GHz here, so N giga-cycles is at
- * most N seconds on a slow clock and less on a fast one. */
+ * most N seconds on a slow clock and less on a fast one; slow=K on the
+ * command line gives K times longer, for hosts that emulate the CPU under
+ * KVM (scripts/nested-kvm.sh), where a vCPU may wait seconds for its turn. */
+uint64_t timeout_scale = 1;
+
 bool timed_out(uint64_t start, uint64_t gcycles)
 {
-    return rdtsc() - start > gcycles * 1000000000ULL;
+    return rdtsc() - start > gcycles * timeout_scale * 1000000000ULL;
 }
 
 static volatile uint32_t bar_count, bar_sense;

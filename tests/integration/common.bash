@@ -13,11 +13,22 @@ skip() { echo "$*"; exit 77; }
 need_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ] || skip "SKIP: /dev/kvm is not usable here"; }
 
 # run_guest NAME EXPECTED_STATUS AMALGAM-RUN-ARGS...: runs the test guest,
-# checks its status and its PASS/FAIL line.
+# checks its status and its PASS/FAIL line. AMALGAM_TEST_SLOW=K (for an
+# emulated host, scripts/nested-kvm.sh) gives the run and the guest's own
+# time-outs K times longer, and a silent node 60 s per K.
+SLOW=${AMALGAM_TEST_SLOW:-1}
+if [ "$SLOW" -gt 1 ]; then
+    export AMALGAM_DEAD_AFTER_MS=${AMALGAM_DEAD_AFTER_MS:-$((SLOW * 60000))}
+fi
 run_guest() {
     local name=$1 want=$2; shift 2
-    local out="$TMP/out" rc
-    timeout 300 "$AMALGAM" run --kernel "$GUEST" "$@" >"$out" 2>"$TMP/err"
+    local out="$TMP/out" rc args=() a prev=
+    for a in "$@"; do # --append "test=..." gets slow=K
+        [ "$SLOW" -gt 1 ] && [ "$prev" = --append ] && a="$a slow=$SLOW"
+        args+=("$a")
+        prev=$a
+    done
+    timeout $((300 * SLOW)) "$AMALGAM" run --kernel "$GUEST" "${args[@]}" >"$out" 2>"$TMP/err"
     rc=$?
     local line
     if [ "$want" -eq 0 ]; then line="TESTGUEST PASS $name"; else line="TESTGUEST FAIL $name"; fi
