@@ -19,8 +19,8 @@
 
 void vcpu_kick(struct vcpu *v)
 {
-    if (v->thread_started)
-        pthread_kill(v->thread, SIGKICK);
+    if (atomic_load(&v->kickable))
+        pthread_kill(v->self, SIGKICK);
 }
 
 static void kick_set(sigset_t *s)
@@ -284,6 +284,8 @@ static void run_loop(struct vcpu *v)
 void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
+    v->self = pthread_self();
+    atomic_store(&v->kickable, true);
     int r = setup_thread_signals(v);
     if (r < 0) {
         vm_fail(v->vm, "vCPU %d: cannot set up signals/timer: %s", v->id, strerror(-r));

@@ -533,6 +533,7 @@ int vm_run(struct vm *vm)
     else if (start_threads(vm) == 0)
         main_loop(vm, sig_fd);
     for (int i = 0; i < vm->nr_vcpus; i++) {
+        atomic_store(&vm->vcpus[i].kickable, false);
         if (atomic_load(&vm->vcpus[i].thread_started))
             pthread_join(vm->vcpus[i].thread, NULL);
         atomic_store(&vm->vcpus[i].thread_started, false);

@@ -36,7 +36,14 @@ struct vcpu {
     int fd;
     struct kvm_run *run;
     pthread_t thread;
-    _Atomic bool thread_started;
+    _Atomic bool thread_started; /* by the creator: join it */
+    /* By the thread itself, before it first looks at its LAPIC: from then
+     * on an interrupt for it must wake it (vcpu_kick); before, it will see
+     * the interrupt when it looks. Set by the creator after pthread_create
+     * instead, a remote node's INIT/SIPI that arrived in between was never
+     * signalled and the AP slept for ever in its wait for SIPI. */
+    _Atomic bool kickable;
+    pthread_t self;
 
     pthread_mutex_t lock; /* guards lapic and state */
     struct lapic lapic;
