@@ -64,7 +64,7 @@ static void log_unknown_port(struct vm *vm, uint16_t port, bool write)
                 port);
 }
 
-static uint32_t pm_io(struct vm *vm, uint16_t port, bool write, uint32_t val)
+static uint32_t pm_io(struct vm *vm, uint16_t port, int size, bool write, uint32_t val)
 {
     if (port >= PM_TMR && port < PM_TMR + 4) {
         uint64_t ticks = (vmm_now_ns() - vm->pm_timer_base_ns) * PM_TIMER_HZ / 1000000000ULL;
@@ -76,7 +76,19 @@ static uint32_t pm_io(struct vm *vm, uint16_t port, bool write, uint32_t val)
             vm_stop(vm, VM_EXIT_POWEROFF, 0);
         return port == PM1A_CNT ? PM1_CNT_SCI_EN : 0;
     }
-    return 0; /* PM1 status/enable: nothing ever raises an ACPI event */
+    if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3) {
+        /* PM1 enable keeps what is written, though nothing ever raises an
+         * ACPI event: ACPICA tells whether the global lock exists by
+         * whether GBL_EN sticks, and printed two "ACPI Error" lines on
+         * every boot when it did not. No firmware ever holds the lock. */
+        int shift = 8 * (port - (PM1A_EVT + 2));
+        if (write) {
+            uint16_t mask = (uint16_t)((size == 1 ? 0xff : 0xffff) << shift);
+            vm->pm1_enable = (uint16_t)((vm->pm1_enable & ~mask) | ((val << shift) & mask));
+        }
+        return vm->pm1_enable >> shift;
+    }
+    return 0; /* PM1 status: nothing ever raises an ACPI event */
 }
 
 /* One port access of `size` bytes; returns the value read. */
@@ -85,7 +97,7 @@ uint32_t vm_port_access(struct vm *vm, uint16_t port, int size, bool write, uint
     if (port >= UART_COM1_PORT && port < UART_COM1_PORT + 8)
         return uart_io(vm, port, write, val);
     if (port >= PM1A_EVT && port < PM_TMR + 4)
-        return pm_io(vm, port, write, val);
+        return pm_io(vm, port, size, write, val);
     switch (port) {
     case VMM_PORT_DEBUG_EXIT:
         if (write)

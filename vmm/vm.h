@@ -88,6 +88,7 @@ struct vm {
     struct uart uart;
     bool uart_irq;
     uint64_t pm_timer_base_ns;
+    uint16_t pm1_enable;          /* ACPI PM1a enable register, as written */
 
     _Atomic int stopping;
     int exit_status;
