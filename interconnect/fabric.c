@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include "interconnect/bootstrap.h"
 #include "interconnect/interconnect.h"
@@ -99,6 +100,7 @@ struct ic {
     uint64_t last_hb, last_log;
     int dead;
     struct ic_stats stats;
+    struct ic_clock clock[IC_MAX_RANKS]; /* under lock */
 };
 
 static uint64_t now_ns(void)
@@ -387,6 +389,67 @@ static int peer_of(const struct ic *ic, fi_addr_t a)
     return -2; /* not a member of the cluster */
 }
 
+static struct ic_hdr small_hdr(const struct ic *ic, int dst, uint8_t type, uint64_t arg0,
+                               uint64_t arg1)
+{
+    return (struct ic_hdr){.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
+                           .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst,
+                           .arg0 = arg0, .arg1 = arg1};
+}
+
+/* Lock held. The TSC is read as late as it can be: the answer's error
+ * bound holds for any reading between the probe's arrival and the send. */
+static void clock_reply(struct ic *ic, int to, uint64_t t0)
+{
+    struct ic_hdr h = small_hdr(ic, to, IC_T_CLOCK_REP, t0, __rdtsc());
+    send_locked(ic, to, &h, NULL);
+}
+
+bool ic_clock_take(struct ic_clock *c, uint64_t t0, uint64_t t1, uint64_t t2)
+{
+    if (!c->pending_t0 || t0 != c->pending_t0 || t2 < t0)
+        return false;
+    c->pending_t0 = 0;
+    uint64_t rtt = t2 - t0;
+    if (c->samples++ == 0 || rtt < c->best_rtt) {
+        c->best_rtt = rtt;
+        c->best_offset = (int64_t)(t1 - t0) - (int64_t)(rtt / 2);
+    }
+    return true;
+}
+
+static void clock_answer(struct ic *ic, int from, uint64_t t0, uint64_t t1)
+{
+    uint64_t t2 = __rdtsc();
+    ic_clock_take(&ic->clock[from], t0, t1, t2);
+}
+
+int ic_clock_probe(struct ic *ic, int peer)
+{
+    if (peer < 0 || peer >= ic->cfg.size || peer == ic->cfg.rank)
+        return -EINVAL;
+    pthread_mutex_lock(&ic->lock);
+    uint64_t t0 = __rdtsc();
+    ic->clock[peer].pending_t0 = t0 ? t0 : 1;
+    struct ic_hdr h = small_hdr(ic, peer, IC_T_CLOCK_REQ, ic->clock[peer].pending_t0, 0);
+    int r = send_locked(ic, peer, &h, NULL);
+    pthread_mutex_unlock(&ic->lock);
+    return r;
+}
+
+int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples)
+{
+    if (peer < 0 || peer >= ic->cfg.size)
+        return -EINVAL;
+    pthread_mutex_lock(&ic->lock);
+    struct ic_clock c = ic->clock[peer];
+    pthread_mutex_unlock(&ic->lock);
+    *offset = c.best_offset;
+    *rtt = c.best_rtt;
+    *samples = c.samples;
+    return c.samples ? 0 : -EAGAIN;
+}
+
 static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_entry *e,
                      fi_addr_t src, ic_handler fn, void *ctx)
 {
@@ -417,6 +480,10 @@ static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_en
         ic->last_heard[h.src_rank] = now_ns();
         if (h.type == IC_T_BYE)
             ic->departed[h.src_rank] = true;
+        else if (h.type == IC_T_CLOCK_REQ)
+            clock_reply(ic, h.src_rank, h.arg0);
+        else if (h.type == IC_T_CLOCK_REP)
+            clock_answer(ic, h.src_rank, h.arg0, h.arg1);
         else if (h.type != IC_T_HEARTBEAT && fn) {
             /* The handler may send, which takes the lock. The slot stays
              * ours until it is posted again below. */
@@ -462,8 +529,7 @@ static void send_nowait(struct ic *ic, int dst, uint8_t type)
     reap_tx(ic);
     if (ic->nfree > 0) {
         struct slot *s = ic->free_tx[--ic->nfree];
-        struct ic_hdr h = {.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
-                           .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst};
+        struct ic_hdr h = small_hdr(ic, dst, type, 0, 0);
         memcpy(s->buf, &h, sizeof h);
         if (fi_tsenddata(ic->ep, s->buf, sizeof h, ic->desc, WIRE_FULL, ic->peer[dst], 0,
                          &s->ctx) == 0)

@@ -2,7 +2,10 @@
  * rank sends every other rank one 4 KiB message whose bytes depend on
  * (sender, receiver), checks that it got exactly one correct message from
  * each peer, then (with --hold S) stays up S seconds exchanging heartbeats,
- * failing as soon as a peer stops answering. */
+ * failing as soon as a peer stops answering. Before that every rank but 0
+ * estimates its TSC's offset to rank 0's (ic_clock_probe) and prints it;
+ * with --same-clock (every rank on one host, one TSC) an estimate further
+ * from 0 than half its round trip fails the check. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +73,48 @@ static bool never(struct check *c, int size)
     return false;
 }
 
-static int exchange(struct ic *ic, struct check *c, int hold_s)
+#define CLOCK_PROBES 32
+
+/* Rank 0 answers inside its own polling, which lasts until every rank's
+ * 4 KiB message (sent after this) has arrived. */
+static int clock_to_rank0(struct ic *ic, struct check *c, bool same_clock)
 {
+    int64_t off = 0;
+    uint64_t rtt = 0, n = 0;
+    for (int i = 0; i < CLOCK_PROBES; i++) {
+        uint64_t before = 0, deadline = now_ns() + 1000000000ULL;
+        ic_clock_offset(ic, 0, &off, &rtt, &before);
+        if (ic_clock_probe(ic, 0) < 0)
+            continue;
+        do {
+            if (ic_poll(ic, on_msg, c, 64) < 0)
+                return -EPIPE;
+            ic_clock_offset(ic, 0, &off, &rtt, &n);
+        } while (n == before && now_ns() < deadline);
+    }
+    if (ic_clock_offset(ic, 0, &off, &rtt, &n) < 0) {
+        fprintf(stderr, "amalgam fabric-check: rank %d: rank 0 answered no clock probe\n", c->rank);
+        return -ETIMEDOUT;
+    }
+    printf("fabric-check: rank %d: TSC offset to rank 0: %+lld cycles, +-%llu (best of %llu "
+           "round trips)\n", c->rank, (long long)off, (unsigned long long)(rtt / 2),
+           (unsigned long long)n);
+    if (same_clock && (uint64_t)(off < 0 ? -off : off) > rtt / 2 + 1) {
+        fprintf(stderr, "amalgam fabric-check: rank %d: one host, one TSC, yet the estimate is "
+                "%+lld cycles, beyond half the round trip (%llu)\n", c->rank, (long long)off,
+                (unsigned long long)(rtt / 2));
+        c->bad++;
+    }
+    return 0;
+}
+
+static int exchange(struct ic *ic, struct check *c, int hold_s, bool same_clock)
+{
+    if (c->rank != 0) {
+        int r = clock_to_rank0(ic, c, same_clock);
+        if (r < 0)
+            return r;
+    }
     uint8_t buf[IC_MAX_PAYLOAD];
     for (int dst = 0; dst < ic_size(ic); dst++) {
         if (dst == c->rank)
@@ -98,6 +141,7 @@ int fabric_check_main(int argc, char **argv)
     struct ic_config cfg;
     char err[512];
     int hold = 0;
+    bool same_clock = false;
     if (ic_parse_node_flags(&argc, argv, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "amalgam fabric-check: %s\n", err);
         return 2;
@@ -105,6 +149,8 @@ int fabric_check_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hold") && i + 1 < argc) {
             hold = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--same-clock")) {
+            same_clock = true;
         } else if (!strcmp(argv[i], "--local") && i + 1 < argc && cfg.rank < 0) {
             int n = atoi(argv[++i]);
             /* The ranks get every flag but this one. */
@@ -121,7 +167,7 @@ int fabric_check_main(int argc, char **argv)
         return 1;
     }
     struct check c = {.rank = cfg.rank};
-    int r = exchange(ic, &c, hold);
+    int r = exchange(ic, &c, hold, same_clock);
     int status = 0;
     if (r == -EPIPE) {
         fprintf(stderr, "amalgam fabric-check: rank %d: peer rank %d stopped answering "
@@ -129,7 +175,8 @@ int fabric_check_main(int argc, char **argv)
         status = 3;
     } else if (r < 0 || c.bad) {
         fprintf(stderr, "amalgam fabric-check: rank %d: %s\n", cfg.rank,
-                c.bad ? "a message arrived with wrong contents" : strerror(-r));
+                c.bad ? "a message arrived with wrong contents, or a clock estimate was wrong"
+                      : strerror(-r));
         status = 1;
     } else {
         for (int p = 0; p < cfg.size; p++)

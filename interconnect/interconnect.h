@@ -38,6 +38,8 @@ enum ic_type {
     IC_T_PONG = 0x03,
     IC_T_CHECK = 0x04,
     IC_T_BYE = 0x05,
+    IC_T_CLOCK_REQ = 0x06, /* arg0: the sender's TSC; answered inside ic_poll */
+    IC_T_CLOCK_REP = 0x07, /* arg0: that TSC, echoed; arg1: the answerer's TSC */
 };
 
 /* The wire header, little-endian, 32 bytes. */
@@ -126,6 +128,26 @@ int ic_dead_rank(const struct ic *ic);
  * AMALGAM_DEAD_AFTER_MS: for hosts so slow, e.g. emulated, that a live
  * peer can be silent longer). */
 uint64_t ic_dead_after_ns(const struct ic *ic);
+/* Clock offsets between hosts, Cristian's way, on the TSC: a probe asks a
+ * peer for its TSC; an answer that left the peer at its TSC t1, for a
+ * probe sent at local t0 and answered at local t2, says the peer's TSC
+ * minus ours was t1 - (t0 + t2) / 2, within half the round trip t2 - t0.
+ * The answer with the shortest round trip wins. Probes are answered and
+ * answers recorded inside ic_poll, by whichever thread polls; an answer
+ * that does not echo this node's latest probe to that peer is ignored. */
+struct ic_clock {
+    uint64_t pending_t0;  /* the probe awaiting an answer; 0: none */
+    uint64_t samples;     /* answers taken */
+    uint64_t best_rtt;    /* shortest round trip so far, in TSC cycles */
+    int64_t best_offset;  /* the peer's TSC minus ours, from that answer */
+};
+/* Takes one answer (pure; exposed for tests): false if it is not one. */
+bool ic_clock_take(struct ic_clock *c, uint64_t t0, uint64_t t1, uint64_t t2);
+/* Sends a probe to peer (a probe still unanswered is superseded). */
+int ic_clock_probe(struct ic *ic, int peer);
+/* The estimate so far: 0, or -EAGAIN before any answer. */
+int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples);
+
 /* A file descriptor that becomes readable when ic_poll() has work, for
  * epoll loops (-1 if the provider has none: poll instead). */
 int ic_fd(struct ic *ic);

@@ -21,6 +21,8 @@ void ic_types_init(struct ic_types *t)
         {IC_T_PONG, 0, IC_MAX_PAYLOAD},
         {IC_T_CHECK, IC_MAX_PAYLOAD, IC_MAX_PAYLOAD},
         {IC_T_BYE, 0, 0},
+        {IC_T_CLOCK_REQ, 0, 0},
+        {IC_T_CLOCK_REP, 0, 0},
     };
     for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
         t->known[builtin[i].type] = true;

@@ -1,4 +1,5 @@
 /* One node of a multi-node machine (see cluster.h). */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,7 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
     case VM_T_TSC:
         if (h->src_rank == 0 && vm->node != 0 && !atomic_load(&vm->tsc_ref_known)) {
             vm->tsc_ref = h->arg0;
+            vm->tsc_ref_host = h->arg1;
             atomic_store(&vm->tsc_ref_known, true);
         }
         break;
@@ -163,16 +165,71 @@ static void *progress(void *arg)
 }
 
 #define TSC_WAIT_NS 30000000000ULL
+#define TSC_PROBES 32
+#define TSC_PROBE_WAIT_NS 200000000ULL
+
+/* The first 64 bits of this boot's random id (0: unknown). Equal on two
+ * nodes means one kernel, so one TSC: node processes on one host, or in
+ * network namespaces of one host. */
+static uint64_t host_boot_tag(void)
+{
+    char s[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(s, sizeof s, f))
+            s[0] = 0;
+        fclose(f);
+    }
+    uint64_t v = 0;
+    int n = 0;
+    for (const char *p = s; *p && n < 16; p++)
+        if (isxdigit((unsigned char)*p)) {
+            v = v << 4 | (uint64_t)(isdigit((unsigned char)*p) ? *p - '0' : (tolower(*p) - 'a' + 10));
+            n++;
+        }
+    return n == 16 ? v : 0;
+}
+
+/* Node 0's TSC minus ours, estimated over the interconnect (ic_clock_*):
+ * the probes' answers are taken by this node's message thread. */
+static int estimate_tsc_offset(struct vm *vm, int64_t *offset, char *err, size_t errlen)
+{
+    int64_t off = 0;
+    uint64_t rtt = 0, n = 0;
+    for (int i = 0; i < TSC_PROBES && !atomic_load(&vm->stopping); i++) {
+        uint64_t before = 0, t0 = vmm_now_ns();
+        ic_clock_offset(vm->cfg.ic, 0, &off, &rtt, &before);
+        if (ic_clock_probe(vm->cfg.ic, 0) < 0)
+            break;
+        do {
+            usleep(20);
+            n = 0;
+            ic_clock_offset(vm->cfg.ic, 0, &off, &rtt, &n);
+        } while (n == before && vmm_now_ns() - t0 < TSC_PROBE_WAIT_NS);
+    }
+    if (ic_clock_offset(vm->cfg.ic, 0, &off, &rtt, &n) < 0) {
+        snprintf(err, errlen, "node 0 answered none of %d clock probes", TSC_PROBES);
+        return -ETIMEDOUT;
+    }
+    fprintf(stderr, "amalgam node %d: on another host than node 0: TSC offset %+lld cycles "
+            "(+-%llu, best of %llu round trips)\n", vm->node, (long long)off,
+            (unsigned long long)(rtt / 2), (unsigned long long)n);
+    *offset = off;
+    return 0;
+}
 
 /* One guest TSC for all nodes (see vm_set_tsc_reference): node 0 picks the
- * reference now and sends it; the others wait for it (the message thread
- * runs meanwhile, so DSM requests from node 0's running vCPUs are served). */
+ * reference now and sends it with its host's boot id; the others wait for
+ * it (the message thread runs meanwhile, so DSM requests from node 0's
+ * running vCPUs are served). A node on another host (another boot id, or
+ * AMALGAM_TSC_ESTIMATE=1) first estimates how far its TSC is from node
+ * 0's and shifts the reference by that much. */
 static int sync_tsc(struct vm *vm, char *err, size_t errlen)
 {
     if (vm->node == 0) {
-        uint64_t ref = __rdtsc();
+        uint64_t ref = __rdtsc(), tag = host_boot_tag();
         for (int n = 1; n < vm->nnodes; n++)
-            if (ic_send(vm->cfg.ic, n, VM_T_TSC, ref, 0, NULL, 0) < 0) {
+            if (ic_send(vm->cfg.ic, n, VM_T_TSC, ref, tag, NULL, 0) < 0) {
                 snprintf(err, errlen, "cannot send the TSC reference to node %d", n);
                 return -EIO;
             }
@@ -189,7 +246,15 @@ static int sync_tsc(struct vm *vm, char *err, size_t errlen)
         }
         usleep(1000);
     }
-    return vm_set_tsc_reference(vm, vm->tsc_ref, err, errlen);
+    int64_t offset = 0;
+    uint64_t tag = host_boot_tag();
+    if (!tag || tag != vm->tsc_ref_host || getenv("AMALGAM_TSC_ESTIMATE")) {
+        int r = estimate_tsc_offset(vm, &offset, err, errlen);
+        if (r < 0)
+            return r;
+    }
+    /* Node 0's TSC is ours plus offset: its reference, in our TSC. */
+    return vm_set_tsc_reference(vm, vm->tsc_ref - (uint64_t)offset, err, errlen);
 }
 
 int cluster_start(struct vm *vm, char *err, size_t errlen)

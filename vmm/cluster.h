@@ -21,7 +21,7 @@ enum vm_msg_type {
     VM_T_IO_REQ = 0x61,   /* arg0: vcpu<<32 | mmio<<25 | write<<24 | size<<16 | port; arg1: value or MMIO address<<32|value */
     VM_T_IO_REPLY = 0x62, /* arg0: vcpu; arg1: value */
     VM_T_STOP = 0x63,     /* arg0: reason; arg1: status */
-    VM_T_TSC = 0x64,      /* node 0 -> all at start: arg0: host TSC reference */
+    VM_T_TSC = 0x64,      /* node 0 -> all at start: arg0: host TSC reference; arg1: host boot tag */
     VM_T_EOI = 0x65,      /* -> node 0: arg0: a level-triggered vector a LAPIC EOI'd */
 };
 

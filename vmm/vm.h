@@ -108,6 +108,7 @@ struct vm {
     bool progress_started;
     _Atomic bool vcpus_joined;    /* the loop serves faults until then */
     uint64_t tsc_ref;             /* node 0's host TSC reference (VM_T_TSC) */
+    uint64_t tsc_ref_host;        /* node 0's host boot tag, with it */
     _Atomic bool tsc_ref_known;
     _Atomic uint64_t bad_msgs;    /* VMM messages dropped as invalid */
 };

@@ -1,7 +1,7 @@
 # Shared by the integration tests: paths and small assertions.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-AMALGAM="$ROOT/build/amalgam"
+AMALGAM=${AMALGAM_BIN:-$ROOT/build/amalgam} # AMALGAM_BIN: test another build
 GUEST="$ROOT/build/guest/testguest.elf"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

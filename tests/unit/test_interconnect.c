@@ -180,6 +180,38 @@ START_TEST(join_mac)
 }
 END_TEST
 
+/* A peer whose TSC is 1,000,000 ahead, one-way delays out 300 and back
+ * 100 (so the estimate is off by +100, within half the round trip): the
+ * answer with the shortest round trip wins; stray and repeated answers are
+ * not taken. */
+START_TEST(clock_estimate)
+{
+    struct ic_clock c = {0};
+    ck_assert(!ic_clock_take(&c, 1000, 0, 2000)); /* no probe out */
+    c.pending_t0 = 1000;
+    ck_assert(!ic_clock_take(&c, 999, 0, 2000)); /* not our probe */
+    ck_assert(ic_clock_take(&c, 1000, 1000 + 300 + 1000000, 1000 + 400));
+    ck_assert(!ic_clock_take(&c, 1000, 0, 1500)); /* answered already */
+    ck_assert_uint_eq(c.samples, 1);
+    ck_assert_uint_eq(c.best_rtt, 400);
+    ck_assert_int_eq(c.best_offset, 1000000 + 100);
+    c.pending_t0 = 5000; /* slower: round trip 5000, does not replace */
+    ck_assert(ic_clock_take(&c, 5000, 5000 + 4000 + 1000000, 10000));
+    ck_assert_uint_eq(c.best_rtt, 400);
+    ck_assert_int_eq(c.best_offset, 1000000 + 100);
+    c.pending_t0 = 20000; /* faster and symmetric: exact */
+    ck_assert(ic_clock_take(&c, 20000, 20000 + 50 + 1000000, 20100));
+    ck_assert_uint_eq(c.samples, 3);
+    ck_assert_uint_eq(c.best_rtt, 100);
+    ck_assert_int_eq(c.best_offset, 1000000);
+    c.pending_t0 = 30000; /* a peer behind us: negative offsets */
+    ck_assert(ic_clock_take(&c, 30000, 10, 30010));
+    ck_assert_int_eq(c.best_offset, 10 - 30000 - 5);
+    c.pending_t0 = 40000; /* an answer "before" its probe is not one */
+    ck_assert(!ic_clock_take(&c, 40000, 0, 39999));
+}
+END_TEST
+
 #include "tests/unit/unit.h"
 
 int main(void)
@@ -192,6 +224,7 @@ int main(void)
     tcase_add_test(t, launchers);
     tcase_add_test(t, node_flags);
     tcase_add_test(t, join_mac);
+    tcase_add_test(t, clock_estimate);
     suite_add_tcase(s, t);
     return run_suite(s);
 }
