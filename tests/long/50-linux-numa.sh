@@ -47,10 +47,12 @@ boot_nested() {
     echo "no /dev/kvm here: the test runs in scripts/nested-kvm.sh's emulated L1 (boot limit ${limit}s)"
     # A silent peer is given 10 minutes: in the emulated L1 a node's
     # thread can wait seconds for a CPU.
-    # One emulation thread (NESTED_TCG=single): with one per CPU, Linux
-    # rewriting its own code (alternatives, static keys) on one vCPU while
-    # the other runs it crashed the guest now and then (triple faults seen
-    # at different points of the boot, with the same binaries).
+    # One emulation thread (NESTED_TCG=single): with one per CPU, 3 boots
+    # of 3 went wrong (a triple fault before the console started, one
+    # after both CPUs were up, one hang bringing up the second CPU), most
+    # likely Linux rewriting its own code on one vCPU while the other runs
+    # it, which multi-threaded TCG gets wrong; with one thread the same
+    # binaries booted for 2100 s without a fault.
     NESTED_TCG=${NESTED_TCG:-single} NESTED_TIMEOUT=$((limit + 300)) \
         "$ROOT/scripts/nested-kvm.sh" env AMALGAM_IN_NESTED=1 \
         AMALGAM_LINUX_TIMEOUT="$limit" AMALGAM_DEAD_AFTER_MS=600000 \
