@@ -51,8 +51,8 @@ boot_nested() {
     # of 3 went wrong (a triple fault before the console started, one
     # after both CPUs were up, one hang bringing up the second CPU), most
     # likely Linux rewriting its own code on one vCPU while the other runs
-    # it, which multi-threaded TCG gets wrong; with one thread the same
-    # binaries booted for 2100 s without a fault.
+    # it, which multi-threaded TCG gets wrong; with one thread this
+    # binary booted for 2100 s without a fault.
     NESTED_TCG=${NESTED_TCG:-single} NESTED_TIMEOUT=$((limit + 300)) \
         "$ROOT/scripts/nested-kvm.sh" env AMALGAM_IN_NESTED=1 \
         AMALGAM_LINUX_TIMEOUT="$limit" AMALGAM_DEAD_AFTER_MS=600000 \
