@@ -75,6 +75,8 @@ void fail(const char *fmt, ...) __attribute__((noreturn));
 uint32_t lapic_read(uint32_t reg);
 void lapic_write(uint32_t reg, uint32_t val);
 const char *cmdline_get(const char *key, char *buf, size_t len);
+/* KEY=N on the command line as a number, else dflt. */
+uint64_t arg_or(const char *key, uint64_t dflt);
 extern const char *test_name;
 extern uint64_t ram_top;        /* end of the highest RAM range */
 extern uint64_t guest_image_end;

@@ -144,6 +144,18 @@ const char *cmdline_get(const char *key, char *buf, size_t len)
     return NULL;
 }
 
+uint64_t arg_or(const char *key, uint64_t dflt)
+{
+    static char buf[32];
+    const char *s = cmdline_get(key, buf, sizeof buf);
+    if (!s)
+        return dflt;
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++)
+        v = v * 10 + (uint64_t)(*s - '0');
+    return v;
+}
+
 /* ---- tables ----------------------------------------------------------- */
 
 static void setup_gdt_idt(void)
@@ -443,13 +455,8 @@ void kmain_bsp(const uint8_t *bp)
             current = t;
     if (!current)
         fail("unknown test");
-    char slow[16];
-    if (cmdline_get("slow", slow, sizeof slow)) {
-        uint64_t k = 0;
-        for (const char *s = slow; *s >= '0' && *s <= '9' && k < 1000; s++)
-            k = k * 10 + (uint64_t)(*s - '0');
-        timeout_scale = k ? k : 1;
-    }
+    uint64_t slow = arg_or("slow", 1);
+    timeout_scale = slow == 0 ? 1 : slow > 1000 ? 1000 : slow; /* no overflow below */
     setup_paging();
     setup_gdt_idt();
     load_tables(0);

@@ -6,18 +6,6 @@
 #define L(reg) LAPIC[(reg) / 4]
 #define MSR_TSC_DEADLINE 0x6E0
 
-static uint64_t arg_or(const char *key, uint64_t dflt)
-{
-    static char buf[32];
-    const char *s = cmdline_get(key, buf, sizeof buf);
-    if (!s)
-        return dflt;
-    uint64_t v = 0;
-    for (; *s >= '0' && *s <= '9'; s++)
-        v = v * 10 + (uint64_t)(*s - '0');
-    return v;
-}
-
 /* ---- smp-counter ---------------------------------------------------------- */
 
 static volatile uint64_t counter;
