@@ -14,6 +14,7 @@
 #include <rdma/fi_eq.h>
 #include <rdma/fi_tagged.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +305,15 @@ static void reap_tx(struct ic *ic)
     }
 }
 
+/* A header from this rank, without payload. */
+static struct ic_hdr make_hdr(const struct ic *ic, int dst, uint8_t type, uint64_t arg0,
+                              uint64_t arg1)
+{
+    return (struct ic_hdr){.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
+                           .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst,
+                           .arg0 = arg0, .arg1 = arg1};
+}
+
 static int send_locked(struct ic *ic, int dst, const struct ic_hdr *h, const void *payload)
 {
     uint64_t start = 0;
@@ -349,11 +359,8 @@ int ic_send(struct ic *ic, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
     if (dst < 0 || dst >= ic->cfg.size || dst == ic->cfg.rank || len > IC_MAX_PAYLOAD ||
         !ic->cfg.types.known[type])
         return -EINVAL;
-    struct ic_hdr h = {
-        .magic = IC_MAGIC, .version = IC_VERSION, .type = type,
-        .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst,
-        .payload_len = len, .arg0 = arg0, .arg1 = arg1,
-    };
+    struct ic_hdr h = make_hdr(ic, dst, type, arg0, arg1);
+    h.payload_len = len;
     pthread_mutex_lock(&ic->lock);
     int r = send_locked(ic, dst, &h, payload);
     pthread_mutex_unlock(&ic->lock);
@@ -389,19 +396,11 @@ static int peer_of(const struct ic *ic, fi_addr_t a)
     return -2; /* not a member of the cluster */
 }
 
-static struct ic_hdr small_hdr(const struct ic *ic, int dst, uint8_t type, uint64_t arg0,
-                               uint64_t arg1)
-{
-    return (struct ic_hdr){.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
-                           .src_rank = (uint16_t)ic->cfg.rank, .dst_rank = (uint16_t)dst,
-                           .arg0 = arg0, .arg1 = arg1};
-}
-
 /* Lock held. The TSC is read as late as it can be: the answer's error
  * bound holds for any reading between the probe's arrival and the send. */
 static void clock_reply(struct ic *ic, int to, uint64_t t0)
 {
-    struct ic_hdr h = small_hdr(ic, to, IC_T_CLOCK_REP, t0, __rdtsc());
+    struct ic_hdr h = make_hdr(ic, to, IC_T_CLOCK_REP, t0, __rdtsc());
     send_locked(ic, to, &h, NULL);
 }
 
@@ -431,7 +430,7 @@ int ic_clock_probe(struct ic *ic, int peer)
     pthread_mutex_lock(&ic->lock);
     uint64_t t0 = __rdtsc();
     ic->clock[peer].pending_t0 = t0 ? t0 : 1;
-    struct ic_hdr h = small_hdr(ic, peer, IC_T_CLOCK_REQ, ic->clock[peer].pending_t0, 0);
+    struct ic_hdr h = make_hdr(ic, peer, IC_T_CLOCK_REQ, ic->clock[peer].pending_t0, 0);
     int r = send_locked(ic, peer, &h, NULL);
     pthread_mutex_unlock(&ic->lock);
     return r;
@@ -448,6 +447,26 @@ int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uin
     *rtt = c.best_rtt;
     *samples = c.samples;
     return c.samples ? 0 : -EAGAIN;
+}
+
+int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_handler fn,
+                     void *ctx, const _Atomic int *cancel, int64_t *offset, uint64_t *rtt,
+                     uint64_t *samples)
+{
+    for (int i = 0; i < probes && !(cancel && atomic_load(cancel)); i++) {
+        uint64_t before = 0, n = 0, t0 = now_ns();
+        ic_clock_offset(ic, peer, offset, rtt, &before);
+        if (ic_clock_probe(ic, peer) < 0)
+            break;
+        do {
+            if (fn && ic_poll(ic, fn, ctx, 64) < 0)
+                return -EPIPE;
+            if (!fn)
+                usleep(20);
+            ic_clock_offset(ic, peer, offset, rtt, &n);
+        } while (n == before && now_ns() - t0 < wait_ns);
+    }
+    return ic_clock_offset(ic, peer, offset, rtt, samples);
 }
 
 static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_entry *e,
@@ -529,7 +548,7 @@ static void send_nowait(struct ic *ic, int dst, uint8_t type)
     reap_tx(ic);
     if (ic->nfree > 0) {
         struct slot *s = ic->free_tx[--ic->nfree];
-        struct ic_hdr h = small_hdr(ic, dst, type, 0, 0);
+        struct ic_hdr h = make_hdr(ic, dst, type, 0, 0);
         memcpy(s->buf, &h, sizeof h);
         if (fi_tsenddata(ic->ep, s->buf, sizeof h, ic->desc, WIRE_FULL, ic->peer[dst], 0,
                          &s->ctx) == 0)

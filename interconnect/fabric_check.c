@@ -81,18 +81,10 @@ static int clock_to_rank0(struct ic *ic, struct check *c, bool same_clock)
 {
     int64_t off = 0;
     uint64_t rtt = 0, n = 0;
-    for (int i = 0; i < CLOCK_PROBES; i++) {
-        uint64_t before = 0, deadline = now_ns() + 1000000000ULL;
-        ic_clock_offset(ic, 0, &off, &rtt, &before);
-        if (ic_clock_probe(ic, 0) < 0)
-            continue;
-        do {
-            if (ic_poll(ic, on_msg, c, 64) < 0)
-                return -EPIPE;
-            ic_clock_offset(ic, 0, &off, &rtt, &n);
-        } while (n == before && now_ns() < deadline);
-    }
-    if (ic_clock_offset(ic, 0, &off, &rtt, &n) < 0) {
+    int r = ic_clock_measure(ic, 0, CLOCK_PROBES, 1000000000ULL, on_msg, c, NULL, &off, &rtt, &n);
+    if (r == -EPIPE)
+        return r;
+    if (r < 0) {
         fprintf(stderr, "amalgam fabric-check: rank %d: rank 0 answered no clock probe\n", c->rank);
         return -ETIMEDOUT;
     }

@@ -147,6 +147,13 @@ bool ic_clock_take(struct ic_clock *c, uint64_t t0, uint64_t t1, uint64_t t2);
 int ic_clock_probe(struct ic *ic, int peer);
 /* The estimate so far: 0, or -EAGAIN before any answer. */
 int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples);
+/* Up to `probes` probes, one after another, each given wait_ns for its
+ * answer, then as ic_clock_offset. With fn, this thread polls meanwhile
+ * (other messages go to fn; -EPIPE if a peer died); without, another
+ * thread must be polling. Stops early when *cancel (if given) is set. */
+int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_handler fn,
+                     void *ctx, const _Atomic int *cancel, int64_t *offset, uint64_t *rtt,
+                     uint64_t *samples);
 
 /* A file descriptor that becomes readable when ic_poll() has work, for
  * epoll loops (-1 if the provider has none: poll instead). */

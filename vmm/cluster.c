@@ -196,18 +196,8 @@ static int estimate_tsc_offset(struct vm *vm, int64_t *offset, char *err, size_t
 {
     int64_t off = 0;
     uint64_t rtt = 0, n = 0;
-    for (int i = 0; i < TSC_PROBES && !atomic_load(&vm->stopping); i++) {
-        uint64_t before = 0, t0 = vmm_now_ns();
-        ic_clock_offset(vm->cfg.ic, 0, &off, &rtt, &before);
-        if (ic_clock_probe(vm->cfg.ic, 0) < 0)
-            break;
-        do {
-            usleep(20);
-            n = 0;
-            ic_clock_offset(vm->cfg.ic, 0, &off, &rtt, &n);
-        } while (n == before && vmm_now_ns() - t0 < TSC_PROBE_WAIT_NS);
-    }
-    if (ic_clock_offset(vm->cfg.ic, 0, &off, &rtt, &n) < 0) {
+    if (ic_clock_measure(vm->cfg.ic, 0, TSC_PROBES, TSC_PROBE_WAIT_NS, NULL, NULL, &vm->stopping,
+                         &off, &rtt, &n) < 0) {
         snprintf(err, errlen, "node 0 answered none of %d clock probes", TSC_PROBES);
         return -ETIMEDOUT;
     }
