@@ -23,7 +23,7 @@ LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(patsubst %.c,%.o,$(PR
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all deps demo test unit integration test-long fuzz clean
+.PHONY: all deps demo test unit integration test-long test-fresh fuzz clean
 .SECONDARY: $(PROTO_C) $(PROTO_H)
 all: $(BUILD)/amalgam $(UNIT_BINS)
 
@@ -56,7 +56,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamalgam.a | $(PROTO_H)
 
 -include $(wildcard */module.mk tests/*/module.mk)
 
-demo: deps all
+# deps first, then a fresh make: this one read pkg-config's answers (and
+# the generated headers' list) before deps had installed anything, so on a
+# new machine its link line would lack the libraries.
+demo: deps
+	@$(MAKE) --no-print-directory all
 	scripts/demo.sh
 
 unit: $(UNIT_BINS)
@@ -64,11 +68,18 @@ unit: $(UNIT_BINS)
 
 # The whole suite: unit tests, then the integration tests that run real
 # guests, processes and endpoints. Prints one "N passed, N failed" line.
-test: deps all
+test: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/run-tests.sh all
 
-test-long: deps all
+test-long: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/run-tests.sh long
+
+# The install path as a newcomer meets it: .ci/run inside a new Debian 12
+# tree (debootstrap --variant=buildd: a compiler and make, nothing else).
+test-fresh: deps
+	@scripts/test-fresh.sh
 
 clean:
 	rm -rf $(BUILD)

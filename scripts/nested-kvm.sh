@@ -14,9 +14,13 @@
 # reports whether L1 gets /dev/kvm.
 #
 # Environment: NESTED_MEM (default 4G), NESTED_SMP (2), NESTED_TIMEOUT
-# seconds (7200), NESTED_CACHE (build/nested), NESTED_TCG (multi: one host
-# thread per L1 CPU; single: one for all, slower but immune to the crash
-# below).
+# seconds (7200), NESTED_CACHE (build/nested: the kernel package, shared by
+# every run under a lock; each run's initramfs and console log sit in a
+# directory of its own below it, so runs may overlap), NESTED_TCG (multi:
+# one host thread per L1 CPU; single: one for all, slower but immune to
+# the crash below). The repository may be anywhere, /tmp and /root
+# included: L1's fresh /tmp, /run, /var/tmp and /root are mounted first
+# and the repository on top.
 #
 # Why the newest kernel package and not linux-image-amd64 (6.1): the DSM
 # maps read-only pages with UFFDIO_CONTINUE_MODE_WP, which needs Linux 6.4.
@@ -43,15 +47,20 @@ if [ ${#need[@]} -gt 0 ]; then
         --no-install-recommends "${need[@]}"; } >/dev/null || { say "cannot install ${need[*]}"; exit 3; }
 fi
 
-# The newest kernel package, with its modules.
-KERNEL=$(AMALGAM_LINUX_PACKAGE=${AMALGAM_LINUX_PACKAGE:-newest} AMALGAM_LINUX_MODULES=1 \
+# The newest kernel package, with its modules; one run at a time fetches.
+mkdir -p "$CACHE"
+KERNEL=$(exec 9>"$CACHE/lock" && flock 9 &&
+    AMALGAM_LINUX_PACKAGE=${AMALGAM_LINUX_PACKAGE:-newest} AMALGAM_LINUX_MODULES=1 \
     "$ROOT/scripts/fetch-debian-kernel.sh" "$CACHE/linux") || exit 3
 KVER=${KERNEL##*/vmlinuz-}
 MODS=$(dirname "$(dirname "$KERNEL")")/lib/modules/$KVER/kernel
 
+# This run's own files.
+RUN=$(mktemp -d "$CACHE/run.XXXXXX")
+trap 'rm -rf "$RUN"' EXIT
+
 # The initramfs: busybox, the modules in load order, and /init.
-R=$CACHE/initramfs
-rm -rf "$R"
+R=$RUN/initramfs
 mkdir -p "$R"/{bin,proc,sys,dev,mod,host,cfg}
 cp /bin/busybox "$R/bin/"
 for a in sh mount mkdir insmod ip chroot poweroff cat grep sleep; do ln -s busybox "$R/bin/$a"; done
@@ -105,6 +114,10 @@ echo "nested-kvm: L1 has /dev/kvm"
 repo=$(cat /cfg/repo)
 o=trans=virtio,version=9p2000.L,msize=262144,cache=loose
 mount -t 9p -o $o,ro hostroot /host || bye 3
+# Fresh scratch directories first, the repository on top: a repository
+# under one of them (/tmp/x, /root/x) stays visible.
+for d in /tmp /run /var/tmp /root; do mount -t tmpfs -o size=2G tmp /host$d; done
+mkdir -p /host$repo 2>/dev/null
 mount -t 9p -o $o repo /host$repo || bye 3
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
@@ -112,23 +125,23 @@ mount -t cgroup2 none /host/sys/fs/cgroup 2>/dev/null
 mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
-for d in /tmp /run /dev/shm /var/tmp /root; do mount -t tmpfs -o size=2G tmp /host$d; done
+mount -t tmpfs -o size=2G tmp /host/dev/shm
 ip link set lo up
 chroot /host /bin/bash -c "cd $repo && export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin && $(cat /cfg/command)"
 bye $?
 EOF
 chmod +x "$R/init"
-(cd "$R" && find . | cpio -o -H newc --quiet) >"$CACHE/initramfs.cpio"
+(cd "$R" && find . | cpio -o -H newc --quiet) >"$RUN/initramfs.cpio"
 
 say "booting L1 (QEMU TCG, $SMP CPUs, $MEM; kernel $KVER)"
-log=$CACHE/console.log
+log=$RUN/console.log
 # Multi-threaded TCG now and then trips over the L1 kernel patching its own
 # code (an int3 Oops in sched_clock_cpu, seen early in boot): such a boot
 # is retried, up to 3 times.
 for attempt in 1 2 3; do
     set +e
     timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread="$TCG" -cpu max -m "$MEM" -smp "$SMP" \
-        -kernel "$KERNEL" -initrd "$CACHE/initramfs.cpio" \
+        -kernel "$KERNEL" -initrd "$RUN/initramfs.cpio" \
         -append "console=ttyS0 panic=-1 quiet loglevel=3 tsc=reliable rdinit=/init" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap,id=hostroot \
         -virtfs local,path="$ROOT",mount_tag=repo,security_model=passthrough,id=repo \

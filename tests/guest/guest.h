@@ -10,6 +10,7 @@
 #define MAX_CPUS 64
 #define KSTACK_SIZE 16384
 #define ISTACK_SIZE 16384
+#define FSTACK_SIZE 8192 /* IST stack for #DF, NMI and #MC */
 #define USTACK_SIZE 65536
 #define TRAMPOLINE 0x8000
 
@@ -54,7 +55,14 @@ struct percpu {
     volatile uint64_t nmis;
     volatile uint64_t device_irqs;
     uint64_t saved_ksp; /* kernel rsp while the CPU is in user mode */
+    /* Breadcrumbs, printed when a test fails or a CPU takes a fault it
+     * cannot survive: how far each CPU got, and its last trap. */
+    volatile uint32_t stage; /* enum stage */
+    volatile uint64_t traps;
+    volatile uint64_t last_vector, last_rip;
 } __attribute__((aligned(64)));
+
+enum stage { STAGE_OFF, STAGE_TABLES, STAGE_ONLINE, STAGE_PARKED, STAGE_USER, STAGE_BACK };
 
 extern struct percpu cpus[MAX_CPUS];
 extern int ncpus;
@@ -72,6 +80,7 @@ void putc_con(char c);
 void printk(const char *fmt, ...);
 void guest_exit(int status) __attribute__((noreturn));
 void fail(const char *fmt, ...) __attribute__((noreturn));
+void print_breadcrumbs(void);
 uint32_t lapic_read(uint32_t reg);
 void lapic_write(uint32_t reg, uint32_t val);
 const char *cmdline_get(const char *key, char *buf, size_t len);

@@ -18,6 +18,10 @@ struct percpu cpus[MAX_CPUS];
 int ncpus = 1;
 uint8_t kstacks[MAX_CPUS][KSTACK_SIZE] __attribute__((aligned(16)));
 uint8_t istacks[MAX_CPUS][ISTACK_SIZE] __attribute__((aligned(16)));
+/* #DF, NMI and #MC switch to a stack of their own (IST 1): a fault on a
+ * broken kernel stack then still reaches trap() and is printed, instead of
+ * becoming a triple fault, which SVM reports only as a reset vCPU. */
+static uint8_t fstacks[MAX_CPUS][FSTACK_SIZE] __attribute__((aligned(16)));
 static uint8_t ustacks[MAX_CPUS][USTACK_SIZE] __attribute__((aligned(16)));
 const char *test_name = "?";
 uint64_t ram_top;
@@ -167,6 +171,7 @@ static void setup_gdt_idt(void)
     for (int i = 0; i < MAX_CPUS; i++) {
         uint64_t base = (uint64_t)&tss[i], limit = sizeof(struct tss) - 1;
         tss[i].rsp[0] = (uint64_t)&istacks[i][ISTACK_SIZE];
+        tss[i].ist[0] = (uint64_t)&fstacks[i][FSTACK_SIZE];
         tss[i].iomap_base = sizeof(struct tss);
         gdt[5 + 2 * i] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ULL << 40) |
                          (((limit >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
@@ -175,7 +180,8 @@ static void setup_gdt_idt(void)
     for (int v = 0; v < 256; v++) {
         uint64_t off = isr_table[v];
         uint64_t attr = v == 3 ? 0xEE : 0x8E; /* int3 may come from CPL3 */
-        idt[2 * v] = (off & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (attr << 40) |
+        uint64_t ist = v == 2 || v == 8 || v == 18 ? 1 : 0;
+        idt[2 * v] = (off & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (ist << 32) | (attr << 40) |
                      (((off >> 16) & 0xffff) << 48);
         idt[2 * v + 1] = off >> 32;
     }
@@ -293,9 +299,11 @@ static int parse_madt(uint64_t rsdp_hint)
 
 static int current_cpu(uint64_t rsp)
 {
-    uint64_t ib = (uint64_t)istacks, kb = (uint64_t)kstacks;
+    uint64_t ib = (uint64_t)istacks, kb = (uint64_t)kstacks, fb = (uint64_t)fstacks;
     if (rsp >= ib && rsp < ib + sizeof istacks)
         return (int)((rsp - ib) / ISTACK_SIZE);
+    if (rsp >= fb && rsp < fb + sizeof fstacks)
+        return (int)((rsp - fb) / FSTACK_SIZE);
     if (rsp >= kb && rsp < kb + sizeof kstacks)
         return (int)((rsp - kb) / KSTACK_SIZE);
     return 0;
@@ -349,10 +357,26 @@ static void service(struct trap_frame *f, int cpu)
     f->rip += 2;
 }
 
+static const char *const stage_names[] = {"not started", "tables loaded", "online",
+                                          "parked",      "in user mode",  "back in kernel"};
+
+void print_breadcrumbs(void)
+{
+    for (int c = 0; c < ncpus; c++) {
+        struct percpu *p = &cpus[c];
+        printk("breadcrumbs: cpu %d (APIC id %u): %s, %lu traps, last vector %lu at RIP %lx\n",
+               c, p->apic_id, p->stage < 6 ? stage_names[p->stage] : "?", p->traps,
+               p->last_vector, p->last_rip);
+    }
+}
+
 void trap(struct trap_frame *f)
 {
     int cpu = current_cpu((uint64_t)f);
     uint64_t v = f->vector;
+    cpus[cpu].traps++;
+    cpus[cpu].last_vector = v;
+    cpus[cpu].last_rip = f->rip;
     if (v == 6 && (f->cs & 3) == 3) {
         service(f, cpu);
         return;
@@ -378,6 +402,7 @@ void trap(struct trap_frame *f)
     } else if (v != VEC_GO) {
         uint64_t cr2;
         __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+        print_breadcrumbs();
         fail("cpu %d: unexpected exception %lu at RIP %lx (CS %lx, error %lx, CR2 %lx)", cpu,
              v, f->rip, f->cs, f->error, cr2);
     }
@@ -398,17 +423,22 @@ static uint64_t ustack_top(int cpu)
 
 static void run_user(int cpu)
 {
+    cpus[cpu].stage = STAGE_USER;
     enter_user(&cpus[cpu].saved_ksp, current->run, cpu, ustack_top(cpu));
+    cpus[cpu].stage = STAGE_BACK;
 }
 
 void kmain_ap(int slot)
 {
     load_tables(slot);
+    cpus[slot].stage = STAGE_TABLES;
     lapic_enable();
     /* Slots follow arrival order, not APIC ids: each CPU says who it is. */
     cpus[slot].apic_id = lapic_read(0x20) >> 24;
     cpus[slot].online = 1;
+    cpus[slot].stage = STAGE_ONLINE;
     __atomic_add_fetch(&ap_online, 1, __ATOMIC_SEQ_CST);
+    cpus[slot].stage = STAGE_PARKED;
     while (!go)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     run_user(slot);
@@ -429,8 +459,10 @@ static void start_aps(void)
     uint64_t t0 = rdtsc();
     while (ap_online < ncpus - 1) {
         __asm__ volatile("pause");
-        if (rdtsc() - t0 > 60000000000ULL * timeout_scale)
+        if (rdtsc() - t0 > 60000000000ULL * timeout_scale) {
+            print_breadcrumbs();
             fail("only %d of %d application processors started", ap_online, ncpus - 1);
+        }
     }
 }
 
@@ -465,14 +497,17 @@ void kmain_bsp(const uint8_t *bp)
     ncpus = n > 0 ? n : 1;
     cpus[0].apic_id = lapic_read(0x20) >> 24;
     cpus[0].online = 1;
+    cpus[0].stage = STAGE_ONLINE;
     start_aps();
     if (current->setup)
         current->setup();
     go = 1;
     lapic_write(0x300, 0x000C4000 | VEC_GO); /* wake the parked APs */
     run_user(0);
-    if (test_failed)
+    if (test_failed) {
+        print_breadcrumbs();
         fail("%s", fail_reason);
+    }
     printk("TESTGUEST PASS %s\n", test_name);
     guest_exit(0);
 }

@@ -1,4 +1,5 @@
 # The SMP test guest on one node: every test at 1, 2 and 4 vCPUs.
+# kvm: all
 source "$(dirname "$0")/common.bash"
 need_kvm
 for n in 1 2 4; do

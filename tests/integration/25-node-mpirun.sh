@@ -2,6 +2,7 @@
 # `amalgam run --nodes`: ranks come from OMPI_COMM_WORLD_RANK/SIZE, the
 # nodes meet at the bootstrap, and the machine gives the same result. The
 # DSM check runs under mpirun for real on any host; the guest needs KVM.
+# kvm: part
 source "$(dirname "$0")/common.bash"
 command -v mpirun >/dev/null || skip "SKIP: mpirun (openmpi-bin) is not installed"
 head -c 32 /dev/urandom >"$TMP/secret"
@@ -38,8 +39,9 @@ if ! [ -r /dev/kvm ] || ! [ -w /dev/kvm ]; then
     else
         fail "amalgam node under mpirun without KVM: exit $rc: $out"
     fi
-    finish || exit 1
-    skip "SKIP: /dev/kvm is not usable here: the test guest under mpirun was not run (dsm-check under mpirun passed)"
+    echo "the test guest under mpirun needs /dev/kvm: not run here (make test runs this script again in the nested L1)"
+    finish
+    exit
 fi
 port=$((20000 + RANDOM % 20000))
 out=$("${mpi[@]}" "$AMALGAM" "${node[@]}" --bootstrap 127.0.0.1:$port 2>&1)

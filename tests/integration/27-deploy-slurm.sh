@@ -3,6 +3,7 @@
 # does) run the batch script on this host; the ranks come from Slurm's
 # environment, the bootstrap from the first node of the list, the secret is
 # made for the job and removed at the end.
+# kvm: part
 source "$(dirname "$0")/common.bash"
 [ -e /dev/userfaultfd ] || [ "$(id -u)" -eq 0 ] || skip "SKIP: userfaultfd needs root or /dev/userfaultfd"
 mkdir -p "$TMP/bin"

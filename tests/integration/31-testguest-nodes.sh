@@ -1,6 +1,7 @@
 # The test guest on a machine spread over node processes: vCPUs on
 # different nodes, memory coherent through the DSM, IPIs and device I/O
 # crossing nodes, TSC consistent across nodes.
+# kvm: all
 source "$(dirname "$0")/common.bash"
 need_kvm
 for t in smp-counter spinlock ipi timer ioapic; do

@@ -1,6 +1,7 @@
 # Memory-model tests across nodes: litmus tests (millions of iterations;
 # an outcome x86-TSO forbids must never appear; the histogram is printed)
 # and false sharing, on one node and spread over nodes.
+# kvm: all
 source "$(dirname "$0")/common.bash"
 need_kvm
 for t in mp sb lb 2+2w; do
