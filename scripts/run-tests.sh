@@ -17,8 +17,9 @@
 # in scripts/nested-kvm.sh's emulated L1, and the "kvm: part" ones on this
 # host (their KVM-less checks) and again in the L1 (everything), all in one
 # boot of the L1 after the host's tests. There the test guest's time-outs
-# are stretched by AMALGAM_TEST_SLOW (default 5) and the L1 runs one TCG
-# thread (NESTED_TCG, default single; docs/testing.md says why).
+# are stretched by AMALGAM_TEST_SLOW (default 5), the iteration counts
+# given to it divided by AMALGAM_TEST_ITERS_DIV (default 10), and the L1
+# runs one TCG thread (NESTED_TCG, default single; docs/testing.md says why).
 set -u
 cd "$(dirname "$0")/.."
 LOGS=build/test-logs
@@ -44,6 +45,7 @@ run_one() { # name, command...
     local dt=$((SECONDS - t0))
     if [ $rc -eq 0 ]; then
         record PASS "$name" "$(printf '%4ds' "$dt")"
+        grep -a '^known in the L1, not counted' "$log" | cut -c1-300 | sed 's/^/    | /'
     elif [ $rc -eq 77 ]; then
         record SKIP "$name" "$(tail -n 1 "$log")"
     else
@@ -66,22 +68,24 @@ have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
 # verdict is read back from the results file the L1 side writes.
 run_in_l1() {
     local scripts=("$@") res="$LOGS/l1-results" log="$LOGS/l1-console.log" t0=$SECONDS rc
-    local slow=${AMALGAM_TEST_SLOW:-5} tcg=${NESTED_TCG:-single}
+    local slow=${AMALGAM_TEST_SLOW:-5} div=${AMALGAM_TEST_ITERS_DIV:-10} tcg=${NESTED_TCG:-single}
     local budget=$((${#scripts[@]} * TIMEOUT + 300))
     echo "no /dev/kvm here: ${#scripts[@]} guest tests run in scripts/nested-kvm.sh's emulated L1" \
-         "(one boot; TCG=$tcg, AMALGAM_TEST_SLOW=$slow; console in $log)"
+         "(one boot; TCG=$tcg, AMALGAM_TEST_SLOW=$slow, AMALGAM_TEST_ITERS_DIV=$div; console in $log)"
     : >"$res"
     NESTED_TCG=$tcg NESTED_TIMEOUT=$budget scripts/nested-kvm.sh env AMALGAM_IN_NESTED=1 \
-        AMALGAM_TEST_SLOW="$slow" AMALGAM_RESULTS="$res" AMALGAM_TEST_TIMEOUT="$TIMEOUT" \
+        AMALGAM_TEST_SLOW="$slow" AMALGAM_TEST_ITERS_DIV="$div" AMALGAM_RESULTS="$res" AMALGAM_TEST_TIMEOUT="$TIMEOUT" \
         scripts/run-tests.sh scripts "${scripts[@]}" >"$log" 2>&1
     rc=$?
-    local s name verdict detail
+    local s name verdict detail l1log
     for s in "${scripts[@]}"; do
         name="$(script_name "$s") [L1]"
         IFS=$'\t' read -r verdict _ detail < <(grep -a -P "^[A-Z]+\t\Q$(script_name "$s")\E\t" "$res" | tail -n 1)
         if [ -n "${verdict:-}" ]; then
             record "$verdict" "$name" "$detail"
-            [ "$verdict" = FAIL ] && sed 's/^/    | /' "$LOGS/$(script_name "$s" | tr / -).log" | tail -n 40
+            l1log="$LOGS/$(script_name "$s" | tr / -).log"
+            [ "$verdict" = FAIL ] && sed 's/^/    | /' "$l1log" | tail -n 40
+            [ "$verdict" = PASS ] && grep -a '^known in the L1, not counted' "$l1log" | cut -c1-300 | sed 's/^/    | /'
         elif [ $rc -eq 3 ]; then
             record SKIP "$name" "SKIP: /dev/kvm is missing and the nested L1 could not provide it: $(grep -a 'nested-kvm' "$log" | tail -n 1)"
         else

@@ -113,8 +113,6 @@ uint32_t vm_port_access(struct vm *vm, uint16_t port, int size, bool write, uint
         if (write && (val & 0xff) == 0xfe)
             vm_stop(vm, VM_EXIT_RESET, 0);
         return 0xff;
-    case PORT_POST:
-        return 0xff;
     default:
         log_unknown_port(vm, port, write);
         return size == 4 ? 0xffffffffu : size == 2 ? 0xffffu : 0xffu;
@@ -133,6 +131,13 @@ int handle_io(struct vcpu *v)
         uint32_t val = 0;
         if (write)
             memcpy(&val, data, (size_t)size);
+        if (run->io.port == PORT_POST) { /* per vCPU: see struct vcpu */
+            if (write)
+                v->post_codes[v->post_count++ % VCPU_POST_CODES] = (uint8_t)val;
+            else
+                memset(data, 0xff, (size_t)size);
+            continue;
+        }
         /* Devices live on node 0; elsewhere their ports are forwarded. */
         uint32_t r = v->vm->cfg.ic && v->vm->node != 0
                          ? cluster_forward_io(v, run->io.port, size, write, val)

@@ -185,6 +185,18 @@ static int handle_internal_error(struct vcpu *v)
     return -EIO;
 }
 
+/* The vCPU's last POST codes as "10 11 12", or "none". */
+static const char *format_post_codes(const struct vcpu *v, char *buf, size_t len)
+{
+    unsigned n = v->post_count < VCPU_POST_CODES ? v->post_count : VCPU_POST_CODES;
+    size_t o = 0;
+    buf[0] = 0;
+    for (unsigned i = v->post_count - n; i != v->post_count && o + 4 <= len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%02x", o ? " " : "",
+                              v->post_codes[i % VCPU_POST_CODES]);
+    return n ? buf : "none";
+}
+
 static int handle_exit(struct vcpu *v)
 {
     struct kvm_run *run = v->run;
@@ -205,9 +217,11 @@ static int handle_exit(struct vcpu *v)
         return 0;
     case KVM_EXIT_SHUTDOWN: {
         struct kvm_regs r;
+        char post[3 * VCPU_POST_CODES + 1];
         ioctl(v->fd, KVM_GET_REGS, &r);
-        vm_fail(v->vm, "vCPU %d: the guest triple-faulted (RIP %#llx): it crashed",
-                v->id, (unsigned long long)r.rip);
+        vm_fail(v->vm, "vCPU %d: the guest triple-faulted (RIP %#llx): it crashed; "
+                "its last POST codes (port 0x80, oldest first): %s",
+                v->id, (unsigned long long)r.rip, format_post_codes(v, post, sizeof post));
         return -EIO;
     }
     case KVM_EXIT_INTERNAL_ERROR:

@@ -30,6 +30,8 @@ enum vcpu_state {
     VCPU_RUNNABLE,
 };
 
+#define VCPU_POST_CODES 8
+
 struct vcpu {
     struct vm *vm;
     int id;
@@ -55,6 +57,13 @@ struct vcpu {
 
     /* Bench port timing (only when vm->bench is set). */
     uint64_t bench_last_exit_ns;
+
+    /* The last POST codes (port 0x80 writes) of this vCPU, oldest first
+     * from post_count % VCPU_POST_CODES: printed when the guest crashes,
+     * since a triple fault on SVM resets the registers it would show.
+     * Kept on the vCPU's own node, never forwarded. vCPU thread only. */
+    uint8_t post_codes[VCPU_POST_CODES];
+    unsigned post_count;
 
     bool local;              /* placed on this node: has a thread */
     pthread_cond_t io_cond;  /* a forwarded device access was answered */

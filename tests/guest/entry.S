@@ -25,6 +25,8 @@ ap_entry64:
     imul    $KSTACK_SIZE, %rcx
     lea     kstacks(%rip), %rsp
     add     %rcx, %rsp
+    mov     $POST_AP_STACK, %al
+    outb    %al, $POST_PORT
     call    kmain_ap
 1:  cli
     hlt
@@ -149,6 +151,8 @@ ap_next:
 trampoline_start:
     cli
     cld
+    mov     $POST_AP_REAL, %al
+    outb    %al, $POST_PORT
     xor     %ax, %ax
     mov     %ax, %ds
     lgdtl   (TRAMPOLINE + tramp_gdtr - trampoline_start)
@@ -164,9 +168,13 @@ trampoline_start:
     mov     %cr0, %eax
     or      $0x80000001, %eax
     mov     %eax, %cr0
+    mov     $POST_AP_PAGING, %al
+    outb    %al, $POST_PORT
     ljmpl   $SEL_KCODE, $(TRAMPOLINE + tramp64 - trampoline_start)
     .code64
 tramp64:
+    mov     $POST_AP_LONG, %al
+    outb    %al, $POST_PORT
     mov     $SEL_KDATA, %ax
     mov     %ax, %ds
     mov     %ax, %es

@@ -14,6 +14,23 @@
 #define USTACK_SIZE 65536
 #define TRAMPOLINE 0x8000
 
+/* POST codes (port 0x80): where a CPU got to in kernel mode. The VMM keeps
+ * each vCPU's last few and prints them if the guest triple-faults, which
+ * a breadcrumb in guest memory could not tell. */
+#define POST_PORT 0x80
+#define POST_BSP_START 0x01
+#define POST_BSP_TABLES 0x02
+#define POST_BSP_APS_UP 0x03
+#define POST_AP_REAL 0x10   /* trampoline, real mode */
+#define POST_AP_PAGING 0x11 /* PE and PG set */
+#define POST_AP_LONG 0x12   /* 64-bit code */
+#define POST_AP_STACK 0x13  /* own kernel stack */
+#define POST_AP_TABLES 0x14 /* own GDT, TSS, IDT */
+#define POST_AP_PARKED 0x15 /* online, waiting for the go IPI */
+#define POST_USER 0x20      /* entering user mode (any CPU) */
+#define POST_BACK 0x21      /* back from user mode */
+#define POST_FATAL 0xee     /* an exception it cannot handle */
+
 /* GDT selectors */
 #define SEL_KCODE 0x08
 #define SEL_KDATA 0x10
@@ -118,6 +135,10 @@ void ufail(int cpu, const char *fmt, ...);
 void uprint(const char *fmt, ...);
 bool timed_out(uint64_t start, uint64_t gcycles);
 extern uint64_t timeout_scale; /* slow=K on the command line */
+/* inject=1 on the command line: each test's final check expects one more
+ * than the right answer (a litmus test forbids the outcome seen most), so
+ * that a run shows the check and the harness around it really fail. */
+extern uint64_t inject;
 extern volatile int test_failed;
 extern char fail_reason[160];
 

@@ -56,6 +56,11 @@ static inline void outb(uint16_t port, uint8_t v)
     __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port));
 }
 
+static void post(uint8_t code)
+{
+    outb(POST_PORT, code);
+}
+
 static inline uint8_t inb(uint16_t port)
 {
     uint8_t v;
@@ -402,6 +407,7 @@ void trap(struct trap_frame *f)
     } else if (v != VEC_GO) {
         uint64_t cr2;
         __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+        post(POST_FATAL);
         print_breadcrumbs();
         fail("cpu %d: unexpected exception %lu at RIP %lx (CS %lx, error %lx, CR2 %lx)", cpu,
              v, f->rip, f->cs, f->error, cr2);
@@ -424,13 +430,16 @@ static uint64_t ustack_top(int cpu)
 static void run_user(int cpu)
 {
     cpus[cpu].stage = STAGE_USER;
+    post(POST_USER);
     enter_user(&cpus[cpu].saved_ksp, current->run, cpu, ustack_top(cpu));
+    post(POST_BACK);
     cpus[cpu].stage = STAGE_BACK;
 }
 
 void kmain_ap(int slot)
 {
     load_tables(slot);
+    post(POST_AP_TABLES);
     cpus[slot].stage = STAGE_TABLES;
     lapic_enable();
     /* Slots follow arrival order, not APIC ids: each CPU says who it is. */
@@ -439,6 +448,7 @@ void kmain_ap(int slot)
     cpus[slot].stage = STAGE_ONLINE;
     __atomic_add_fetch(&ap_online, 1, __ATOMIC_SEQ_CST);
     cpus[slot].stage = STAGE_PARKED;
+    post(POST_AP_PARKED);
     while (!go)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     run_user(slot);
@@ -468,6 +478,7 @@ static void start_aps(void)
 
 void kmain_bsp(const uint8_t *bp)
 {
+    post(POST_BSP_START);
     guest_image_end = (uint64_t)_end;
     read_boot_params(bp);
     char name[64];
@@ -489,9 +500,11 @@ void kmain_bsp(const uint8_t *bp)
         fail("unknown test");
     uint64_t slow = arg_or("slow", 1);
     timeout_scale = slow == 0 ? 1 : slow > 1000 ? 1000 : slow; /* no overflow below */
+    inject = arg_or("inject", 0) ? 1 : 0;
     setup_paging();
     setup_gdt_idt();
     load_tables(0);
+    post(POST_BSP_TABLES);
     lapic_enable();
     int n = parse_madt(*(const uint64_t *)(bp + 0x70));
     ncpus = n > 0 ? n : 1;
@@ -499,6 +512,7 @@ void kmain_bsp(const uint8_t *bp)
     cpus[0].online = 1;
     cpus[0].stage = STAGE_ONLINE;
     start_aps();
+    post(POST_BSP_APS_UP);
     if (current->setup)
         current->setup();
     go = 1;

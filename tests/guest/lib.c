@@ -166,6 +166,7 @@ void uprint(const char *fmt, ...)
  * command line gives K times longer, for hosts that emulate the CPU under
  * KVM (scripts/nested-kvm.sh), where a vCPU may wait seconds for its turn. */
 uint64_t timeout_scale = 1;
+uint64_t inject;
 
 bool timed_out(uint64_t start, uint64_t gcycles)
 {

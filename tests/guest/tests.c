@@ -21,8 +21,9 @@ static void counter_run(int cpu)
     for (uint64_t i = 0; i < counter_iters; i++)
         __atomic_fetch_add(&counter, 1, __ATOMIC_SEQ_CST); /* lock xadd */
     ubarrier();
-    if (cpu == 0 && counter != counter_iters * (uint64_t)ncpus)
-        ufail(cpu, "counter is %lu, expected %lu", counter, counter_iters * (uint64_t)ncpus);
+    uint64_t want = counter_iters * (uint64_t)ncpus + inject;
+    if (cpu == 0 && counter != want)
+        ufail(cpu, "counter is %lu, expected %lu", counter, want);
 }
 
 /* ---- spinlock ------------------------------------------------------------- */
@@ -64,9 +65,9 @@ static void lock_run(int cpu)
         spin_unlock();
     }
     ubarrier();
-    if (cpu == 0 && protected_value != lock_iters * (uint64_t)ncpus)
-        ufail(cpu, "value is %lu, expected %lu (mutual exclusion broken)", protected_value,
-              lock_iters * (uint64_t)ncpus);
+    uint64_t want = lock_iters * (uint64_t)ncpus + inject;
+    if (cpu == 0 && protected_value != want)
+        ufail(cpu, "value is %lu, expected %lu (mutual exclusion broken)", protected_value, want);
 }
 
 /* ---- ipi ------------------------------------------------------------------ */
@@ -118,9 +119,9 @@ static void ipi_run(int cpu)
     if (cpus[cpu].nmis != 1)
         ufail(cpu, "received %lu NMIs, expected 1", cpus[cpu].nmis);
     for (int src = 0; src < ncpus; src++)
-        if (cpus[cpu].ipi_from[src] != ipi_rounds)
+        if (cpus[cpu].ipi_from[src] != ipi_rounds + inject)
             ufail(cpu, "received %lu IPIs from cpu %d, expected %lu", cpus[cpu].ipi_from[src],
-                  src, ipi_rounds);
+                  src, ipi_rounds + inject);
     ubarrier();
 }
 
@@ -155,7 +156,7 @@ static void timer_run(int cpu)
     uint64_t t0 = rdtsc();
     while (rdtsc() - t0 < 50000000ULL * timeout_scale) /* room for a wrong second tick */
         cpu_relax();
-    if (ok && cpus[cpu].ticks != base + 1)
+    if (ok && cpus[cpu].ticks != base + 1 + inject)
         ufail(cpu, "one-shot timer fired %lu times", cpus[cpu].ticks - base);
     /* TSC-deadline, if the CPU has it (CPUID.1:ECX[24]) */
     uint32_t a = 1, b, c = 0, d;
@@ -223,9 +224,9 @@ static void ioapic_run(int cpu)
         return;
     ioapic_route(0, true);
     for (int c = 0; c < ncpus; c++)
-        if (cpus[c].device_irqs != ioapic_rounds)
+        if (cpus[c].device_irqs != ioapic_rounds + inject)
             ufail(cpu, "CPU %d (APIC id %u) took %lu UART interrupts, expected %lu", c,
-                  cpus[c].apic_id, cpus[c].device_irqs, ioapic_rounds);
+                  cpus[c].apic_id, cpus[c].device_irqs, ioapic_rounds + inject);
 }
 
 /* ---- mem ------------------------------------------------------------------ */
@@ -260,9 +261,9 @@ static void mem_run(int cpu)
          i += (uint64_t)ncpus) {
         for (uint64_t *p = (uint64_t *)(mem_lo + i * chunk);
              p < (uint64_t *)(mem_lo + (i + 1) * chunk); p++) {
-            if (*p != pattern((uint64_t)p)) {
+            if (*p != pattern((uint64_t)p) + inject) {
                 ufail(cpu, "memory at %lx reads %lx, expected %lx", (uint64_t)p, *p,
-                      pattern((uint64_t)p));
+                      pattern((uint64_t)p) + inject);
                 break;
             }
         }
@@ -381,7 +382,7 @@ static void tsc_run(int cpu)
             worst_cpu = c;
         }
     }
-    uint64_t want = (uint64_t)ncpus * (uint64_t)(ncpus - 1) / 2 * tsc_rounds;
+    uint64_t want = (uint64_t)ncpus * (uint64_t)(ncpus - 1) / 2 * tsc_rounds + inject;
     uprint("tsc: %d CPUs, %lu hand-offs, %lu backwards, worst backward step %lu cycles, "
            "smallest forward step %lu cycles\n", ncpus, all.handoffs, all.backwards, all.worst,
            all.min_fwd == ~0ULL ? 0 : all.min_fwd);
