@@ -8,14 +8,26 @@
 source "$(dirname "$0")/common.bash"
 need_kvm
 small=(--vcpus 2 --mem 128M)
-for t in smp-counter spinlock ipi timer tsc ioapic; do
-    run_guest "$t" 1 "${small[@]}" --append "test=$t inject=1"
+# inject_run NAME WHY ARGS...: must fail, and through the check that was
+# told the wrong answer (its message matches WHY), not by a time-out.
+inject_run() {
+    local name=$1 why=$2; shift 2
+    run_guest "$name" 1 "$@"
+    grep -F "TESTGUEST FAIL $name: " "$TMP/out" | grep -q -E "$why" ||
+        fail "$name inject=1 failed, but not in its final check ('$why'): $(grep '^TESTGUEST' "$TMP/out")"
+}
+inject_run smp-counter "counter is [0-9]+, expected" "${small[@]}" --append "test=smp-counter inject=1"
+inject_run spinlock "value is [0-9]+, expected" "${small[@]}" --append "test=spinlock inject=1"
+inject_run ipi "received [0-9]+ IPIs from cpu" "${small[@]}" --append "test=ipi inject=1"
+inject_run timer "one-shot timer fired 1 times" "${small[@]}" --append "test=timer inject=1"
+inject_run tsc "hand-offs checked, expected" "${small[@]}" --append "test=tsc inject=1"
+inject_run ioapic "took [0-9]+ UART interrupts, expected" "${small[@]}" --append "test=ioapic inject=1"
+inject_run mem "memory at [0-9a-f]+ reads" --vcpus 2 --mem 64M --append "test=mem inject=1"
+for t in mp sb lb 2+2w; do
+    inject_run "$t" "the forbidden outcome appeared" "${small[@]}" --append "test=$t iters=20000 inject=1"
 done
-run_guest mem 1 --vcpus 2 --mem 64M --append "test=mem inject=1"
-for t in mp sb lb 2+2w false-sharing; do
-    run_guest "$t" 1 "${small[@]}" --append "test=$t iters=20000 inject=1"
-done
-run_guest iriw 1 --vcpus 4 --mem 128M --append "test=iriw iters=20000 inject=1"
+inject_run iriw "the forbidden outcome appeared" --vcpus 4 --mem 128M --append "test=iriw iters=20000 inject=1"
+inject_run false-sharing "word of cpu [0-9]+ is [0-9]+, expected" "${small[@]}" --append "test=false-sharing iters=20000 inject=1"
 # Across node processes: the failure reaches the exit status the same way.
 # (iters=1000: the least run_guest passes on, whatever AMALGAM_TEST_ITERS_DIV says.)
 run_guest smp-counter 1 --nodes 2 --vcpus 2 --mem 128M --append "test=smp-counter iters=1000 inject=1"
