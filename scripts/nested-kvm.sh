@@ -63,7 +63,7 @@ trap 'rm -rf "$RUN"' EXIT
 R=$RUN/initramfs
 mkdir -p "$R"/{bin,proc,sys,dev,mod,host,cfg}
 cp /bin/busybox "$R/bin/"
-for a in sh mount mkdir insmod ip chroot poweroff cat grep sleep; do ln -s busybox "$R/bin/$a"; done
+for a in sh mount mkdir insmod ip chroot poweroff cat grep sleep hostname; do ln -s busybox "$R/bin/$a"; done
 modfile() { find "$MODS" \( -name "$1.ko*" -o -name "$(echo "$1" | tr _ -).ko*" \) | head -n 1; }
 unpack_mod() { # FILE -> path of the uncompressed module in $R/mod
     local f=$1 b
@@ -127,6 +127,8 @@ mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts devpts /host/dev/pts
 mount -t tmpfs -o size=2G tmp /host/dev/shm
 ip link set lo up
+# A name, as every host has: Open MPI's mpirun refuses "(none)".
+hostname nested-l1
 chroot /host /bin/bash -c "cd $repo && export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin && $(cat /cfg/command)"
 bye $?
 EOF
