@@ -6,11 +6,12 @@ source "$(dirname "$0")/common.bash"
 need_kvm
 # The guest's default counts, written out so that a slow host's
 # AMALGAM_TEST_ITERS_DIV applies to them.
-for t in "smp-counter iters=1000000" "spinlock iters=20000" ipi timer ioapic; do
+for t in "smp-counter iters=1000000" "spinlock iters=20000" "ipi rounds=50" timer "ioapic rounds=20"; do
     run_guest "${t%% *}" 0 --nodes 2 --vcpus 4 --mem 256M --append "test=$t"
     run_guest "${t%% *}" 0 --nodes 4 --vcpus 4 --mem 256M --append "test=$t"
 done
-run_guest mem 0 --nodes 2 --vcpus 2 --mem 96M --append test=mem
+# 48 MiB: both nodes' halves, small enough to check in the emulated L1.
+run_guest mem 0 --nodes 2 --vcpus 2 --mem 48M --append test=mem
 # TSC handed between vCPUs on different node processes must never step back.
 for n in 2 4; do
     run_guest tsc 0 --nodes $n --vcpus 4 --mem 256M --append "test=tsc rounds=500"
@@ -18,6 +19,6 @@ for n in 2 4; do
 done
 run_guest tsc 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=tsc rounds=200"
 run_guest smp-counter 0 --nodes 2 --vcpus 4 --fabric tcp --append "test=smp-counter iters=1000000"
-run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append test=ipi
+run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=ipi rounds=50"
 run_guest nonexistent 1 --nodes 2 --vcpus 2 --append test=nonexistent
 finish

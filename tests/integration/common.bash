@@ -17,22 +17,23 @@ need_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ] || skip "SKIP: /dev/kvm is not u
 # emulated host, scripts/nested-kvm.sh) gives the run and the guest's own
 # time-outs K times longer, and a silent node 60 s per K;
 # AMALGAM_TEST_ITERS_DIV=D divides every iters=N given to the guest by D
-# (not below 1000). Both are printed when they are not 1.
+# (not below 1000) and every rounds=N (not below 10). Both are printed
+# when they are not 1.
 SLOW=${AMALGAM_TEST_SLOW:-1}
 ITERS_DIV=${AMALGAM_TEST_ITERS_DIV:-1}
 if [ "$SLOW" -gt 1 ]; then
     export AMALGAM_DEAD_AFTER_MS=${AMALGAM_DEAD_AFTER_MS:-$((SLOW * 60000))}
 fi
 [ "$SLOW" -gt 1 ] || [ "$ITERS_DIV" -gt 1 ] &&
-    echo "slow host settings: guest time-outs x$SLOW (AMALGAM_TEST_SLOW), iters=N given to the guest divided by $ITERS_DIV (AMALGAM_TEST_ITERS_DIV)"
+    echo "slow host settings: guest time-outs x$SLOW (AMALGAM_TEST_SLOW), iters=N and rounds=N given to the guest divided by $ITERS_DIV (AMALGAM_TEST_ITERS_DIV)"
 # In the nested L1 (AMALGAM_IN_NESTED) a machine of more than 2 node
 # processes is known not to finish yet: 4 nodes x 3 threads on the L1's 2
 # emulated CPUs end in the test guest's barrier and IPI time-outs (issue
 # 16 owns that). There such a run's failure is reported, not counted,
 # unless the guest crashed (a triple fault, an unexpected exception): that
 # is counted everywhere. Since only a crash counts, such a run gets the
-# guest's own time-outs (slow=1), not x SLOW: a time-out at 60 s instead
-# of 300 s keeps make test inside its budget.
+# guest's own time-outs (slow=1), not x SLOW, and 60 s in all: that keeps
+# make test inside its budget.
 KNOWN_SLOW_NODES=${AMALGAM_IN_NESTED:+2}
 guest_args() { # SLOW ARGS...: the run's arguments with slow=SLOW and the divided iters in --append
     local slow=$1 a prev= w out
@@ -45,6 +46,8 @@ guest_args() { # SLOW ARGS...: the run's arguments with slow=SLOW and the divide
                 case $w in
                     iters=*) n=$((${w#iters=} / ITERS_DIV)); [ $n -ge 1000 ] || n=1000
                              [ "$ITERS_DIV" -gt 1 ] && w=iters=$n ;;
+                    rounds=*) n=$((${w#rounds=} / ITERS_DIV)); [ $n -ge 10 ] || n=10
+                              [ "$ITERS_DIV" -gt 1 ] && w=rounds=$n ;;
                 esac
                 out="$out${out:+ }$w"
             done
@@ -62,12 +65,12 @@ nodes_of() { # ARGS...: the --nodes count
 }
 run_guest() {
     local name=$1 want=$2; shift 2
-    local out="$TMP/out" rc slow=$SLOW known= t0=$SECONDS
+    local out="$TMP/out" rc slow=$SLOW known= t0=$SECONDS limit=$((300 * SLOW))
     if [ -n "$KNOWN_SLOW_NODES" ] && [ "$(nodes_of "$@")" -gt "$KNOWN_SLOW_NODES" ]; then
-        known=1 slow=1
+        known=1 slow=1 limit=60
     fi
     guest_args "$slow" "$@"
-    timeout $((300 * slow)) "$AMALGAM" run --kernel "$GUEST" "${GUEST_ARGS[@]}" >"$out" 2>"$TMP/err"
+    timeout "$limit" "$AMALGAM" run --kernel "$GUEST" "${GUEST_ARGS[@]}" >"$out" 2>"$TMP/err"
     rc=$?
     local line
     if [ "$want" -eq 0 ]; then line="TESTGUEST PASS $name"; else line="TESTGUEST FAIL $name"; fi
