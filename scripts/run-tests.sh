@@ -69,12 +69,15 @@ have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
 run_in_l1() {
     local scripts=("$@") res="$LOGS/l1-results" log="$LOGS/l1-console.log" t0=$SECONDS rc
     local slow=${AMALGAM_TEST_SLOW:-5} div=${AMALGAM_TEST_ITERS_DIV:-10} tcg=${NESTED_TCG:-single}
-    local budget=$((${#scripts[@]} * TIMEOUT + 300))
+    # A script gets twice its time there: 31-testguest-nodes alone needs
+    # ~15 minutes in the L1.
+    local l1_timeout=$((2 * TIMEOUT))
+    local budget=$((${#scripts[@]} * l1_timeout + 300))
     echo "no /dev/kvm here: ${#scripts[@]} guest tests run in scripts/nested-kvm.sh's emulated L1" \
          "(one boot; TCG=$tcg, AMALGAM_TEST_SLOW=$slow, AMALGAM_TEST_ITERS_DIV=$div; console in $log)"
     : >"$res"
     NESTED_TCG=$tcg NESTED_TIMEOUT=$budget scripts/nested-kvm.sh env AMALGAM_IN_NESTED=1 \
-        AMALGAM_TEST_SLOW="$slow" AMALGAM_TEST_ITERS_DIV="$div" AMALGAM_RESULTS="$res" AMALGAM_TEST_TIMEOUT="$TIMEOUT" \
+        AMALGAM_TEST_SLOW="$slow" AMALGAM_TEST_ITERS_DIV="$div" AMALGAM_RESULTS="$res" AMALGAM_TEST_TIMEOUT="$l1_timeout" \
         scripts/run-tests.sh scripts "${scripts[@]}" >"$log" 2>&1
     rc=$?
     local s name verdict detail l1log
