@@ -71,6 +71,9 @@ set +e
 unshare -m --propagation private bash -c '
     set -e
     t=$1
+    # The tree its own mount, as / is on a real machine: ip netns exec
+    # remounts / and fails where / is no mount point.
+    mount --bind "$t" "$t"
     mount -t proc proc "$t/proc"
     mount --rbind /sys "$t/sys"
     mount --rbind /dev "$t/dev"
