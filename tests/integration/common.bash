@@ -63,8 +63,14 @@ nodes_of() { # ARGS...: the --nodes count
     for a in "$@"; do [ "$prev" = --nodes ] && n=$a; prev=$a; done
     echo "$n"
 }
+# AMALGAM_TEST_ONLY_NODES=K: only the runs over K node processes (for
+# repeating one size of machine, e.g. the 2-node cases in the L1).
 run_guest() {
     local name=$1 want=$2; shift 2
+    if [ -n "${AMALGAM_TEST_ONLY_NODES:-}" ] && [ "$(nodes_of "$@")" != "$AMALGAM_TEST_ONLY_NODES" ]; then
+        echo "not run (AMALGAM_TEST_ONLY_NODES=$AMALGAM_TEST_ONLY_NODES): $name ($*)"
+        return
+    fi
     local out="$TMP/out" rc slow=$SLOW known= t0=$SECONDS limit=$((300 * SLOW))
     if [ -n "$KNOWN_SLOW_NODES" ] && [ "$(nodes_of "$@")" -gt "$KNOWN_SLOW_NODES" ]; then
         known=1 slow=1 limit=60
