@@ -6,7 +6,6 @@
 #    read back; without it the same run must exceed the limit (which shows
 #    the limit is real);
 #  - the test guest's `mem` test over two nodes (needs /dev/kvm).
-# kvm: part
 source "$(dirname "$0")/common.bash"
 [ "$(id -u)" -eq 0 ] || skip "SKIP: creating memory cgroups needs root"
 
@@ -104,6 +103,9 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
         fail "guest mem test, ${MEM_MB} MiB over 2 nodes limited to ${LIMIT_MB} MiB: exits ${rcs[*]}: $(tr '\n' '|' <"$TMP/rank0") $(tr '\n' '|' <"$TMP/rank1")"
     fi
 else
-    echo "part 3 needs /dev/kvm: not run here (make test runs this script again in the nested L1)"
+    # Not in the nested L1 either: there the DSM moves a page in tens of
+    # milliseconds (31's 2-node mem test: 48 MiB took 340 s), so a 256 MiB
+    # guest outlasts any budget; issue 16's DSM work is what changes that.
+    echo "part 3 needs /dev/kvm: not run here (nor in the emulated L1, where a 256 MiB guest memory sweep over 2 nodes is too slow)"
 fi
 finish
