@@ -51,6 +51,8 @@ fi
 TREE=$(mktemp -d "$BASE/tree.XXXXXX")
 cleanup() { [ "${AMALGAM_FRESH_KEEP:-0}" = 1 ] && say "tree kept in $TREE" || rm -rf "$TREE"; }
 trap cleanup EXIT
+trap 'exit 143' TERM # so that the EXIT trap removes the tree
+trap 'exit 130' INT
 tar -C "$TREE" -I zstd -xf "$TARBALL"
 # What a Debian 12 installation has and debootstrap leaves out: the
 # security and updates suites, and a resolver.
