@@ -37,15 +37,20 @@ record() { # verdict name detail
     esac
 }
 
+log_of() { local n=$1; echo "$LOGS/${n//\//-}.log"; } # a test's log, by name
+# The lines of a passing log that report a run known not to finish in the L1.
+show_known() { grep -a '^known in the L1, not counted' "$1" | cut -c1-300 | sed 's/^/    | /'; }
+
 run_one() { # name, command...
     local name=$1; shift
-    local log="$LOGS/${name//\//-}.log" t0=$SECONDS rc
+    local log t0=$SECONDS rc
+    log=$(log_of "$name")
     timeout --foreground -k 10 "$TIMEOUT" "$@" >"$log" 2>&1
     rc=$?
     local dt=$((SECONDS - t0))
     if [ $rc -eq 0 ]; then
         record PASS "$name" "$(printf '%4ds' "$dt")"
-        grep -a '^known in the L1, not counted' "$log" | cut -c1-300 | sed 's/^/    | /'
+        show_known "$log"
     elif [ $rc -eq 77 ]; then
         record SKIP "$name" "$(tail -n 1 "$log")"
     else
@@ -69,8 +74,8 @@ have_kvm() { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }
 run_in_l1() {
     local scripts=("$@") res="$LOGS/l1-results" log="$LOGS/l1-console.log" t0=$SECONDS rc
     local slow=${AMALGAM_TEST_SLOW:-5} div=${AMALGAM_TEST_ITERS_DIV:-10} tcg=${NESTED_TCG:-single}
-    # A script gets twice its time there: 31-testguest-nodes alone needs
-    # ~15 minutes in the L1.
+    # A script gets twice its time there: 31-testguest-nodes alone took
+    # 660-709 s in the L1.
     local l1_timeout=$((2 * TIMEOUT))
     local budget=$((${#scripts[@]} * l1_timeout + 300))
     echo "no /dev/kvm here: ${#scripts[@]} guest tests run in scripts/nested-kvm.sh's emulated L1" \
@@ -86,9 +91,9 @@ run_in_l1() {
         IFS=$'\t' read -r verdict _ detail < <(grep -a -P "^[A-Z]+\t\Q$(script_name "$s")\E\t" "$res" | tail -n 1)
         if [ -n "${verdict:-}" ]; then
             record "$verdict" "$name" "$detail"
-            l1log="$LOGS/$(script_name "$s" | tr / -).log"
+            l1log=$(log_of "$(script_name "$s")")
             [ "$verdict" = FAIL ] && sed 's/^/    | /' "$l1log" | tail -n 40
-            [ "$verdict" = PASS ] && grep -a '^known in the L1, not counted' "$l1log" | cut -c1-300 | sed 's/^/    | /'
+            [ "$verdict" = PASS ] && show_known "$l1log"
         elif [ $rc -eq 3 ]; then
             record SKIP "$name" "SKIP: /dev/kvm is missing and the nested L1 could not provide it: $(grep -a 'nested-kvm' "$log" | tail -n 1)"
         else
