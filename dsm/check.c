@@ -148,8 +148,8 @@ static uint64_t sweep_verify(struct check *c, int part, int parts)
 }
 
 /* --bench: rank 1 reads N of rank 0's pages once each (GetS), then writes
- * N others (GetM from I), then reads N of its own pages (a local fault: the
- * same userfaultfd round trip through the same message loop, no fabric),
+ * N others (GetM from I), then reads N of its own pages (mapped from the
+ * start: no DSM fault, only what a first touch costs the host),
  * timing every first touch: a host thread's remote fault service time,
  * without KVM's share, and its local floor. */
 static void bench_faults(struct check *c)

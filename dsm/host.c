@@ -14,6 +14,10 @@
 
 #include "dsm/host.h"
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older glibc headers lack it */
+#endif
+
 /* Newer than Debian 12's 6.1 headers. */
 #ifndef UFFDIO_CONTINUE_MODE_WP
 #define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1)
@@ -322,6 +326,51 @@ static int open_uffd(struct dsm_host *h)
     return 0;
 }
 
+/* Maps [page, page + n) of the guest view writable, allocating what the
+ * memfd does not hold yet. */
+static int populate(struct dsm_host *h, uint64_t page, uint64_t n)
+{
+    uint8_t *addr = h->guest_view + page * DSM_PAGE_SIZE;
+    size_t len = n * DSM_PAGE_SIZE;
+    if (fallocate(h->memfd, FALLOC_FL_KEEP_SIZE, (off_t)(page * DSM_PAGE_SIZE), (off_t)len) < 0)
+        return -errno;
+    if (madvise(addr, len, MADV_POPULATE_WRITE) < 0) {
+        if (errno != EINVAL)
+            return -errno;
+        for (size_t o = 0; o < len; o += DSM_PAGE_SIZE) /* a kernel before 5.14 */
+            addr[o] = *(volatile uint8_t *)(addr + o);
+    }
+    memset(h->pte + page, DSM_PROT_WRITE, n);
+    memset(h->filled + page, 1, n);
+    return 0;
+}
+
+/* A node's home pages start M (dsm.h): they are mapped writable before the
+ * view is registered with userfaultfd, so that work on a node's own memory
+ * never takes a userfaultfd round trip through the message loop, not even
+ * on a first touch (that round trip was ~20 us on an idle host and ~ms in
+ * the nested L1, per page; Linux's memory set-up touches every page). The
+ * price is the home slice resident from the start, as a guest started
+ * with preallocated memory. Only a transfer to another node unmaps a home
+ * page again. */
+static int map_home_pages(struct dsm_host *h)
+{
+    uint64_t run = 0;
+    for (uint64_t p = 0; p <= h->npages; p++) {
+        if (p < h->npages && h->eng.home_of(h->eng.hctx, p) == h->eng.self) {
+            run++;
+            continue;
+        }
+        if (run) {
+            int r = populate(h, p - run, run);
+            if (r < 0)
+                return r;
+        }
+        run = 0;
+    }
+    return 0;
+}
+
 /* Whatever this node wrote into pages homed elsewhere before the DSM took
  * over (every node loads the same kernel) is the home's to keep. */
 static void free_foreign_pages(struct dsm_host *h)
@@ -361,6 +410,7 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
     madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
     struct dsm_ops ops = {h, op_send, op_map, op_page_read, op_page_write, op_wake, op_now, op_drop};
     int r = dsm_node_init(&h->eng, ic_rank(ic), ic_size(ic), npages, home_of, hctx, &ops);
+    r = r ?: map_home_pages(h);
     r = r ?: open_uffd(h);
     if (r < 0)
         return r;

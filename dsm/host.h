@@ -9,7 +9,8 @@
  * the guest view (the page stays in the memfd), downgrade =
  * UFFDIO_WRITEPROTECT, grant = UFFDIO_CONTINUE (with MODE_WP for read-only)
  * or write-unprotect; a copy given up (invalidated, evicted, written back)
- * is punched out of the memfd.
+ * is punched out of the memfd. A node's home pages are mapped writable
+ * before the view is registered, so local work never faults into the DSM.
  *
  * One thread owns the engine: the node's message loop, which calls
  * dsm_host_poll (userfaultfd events -> dsm_fault) and hands DSM messages to

@@ -282,8 +282,9 @@ static void bench_dsm_run(int cpu)
     if (n > BENCH_PAGES_MAX)
         n = BENCH_PAGES_MAX;
     volatile uint8_t *rd = X + (8ULL << 20), *wr = rd + (32ULL << 20);
-    /* Pages homed at CPU 1's own node (the upper half): a first touch is a
-     * userfaultfd fault resolved locally, with no message: the floor. */
+    /* Pages homed at CPU 1's own node (the upper half): mapped from the
+     * start, so a first touch costs KVM's share of a fault only (part of
+     * the floor). */
     volatile uint8_t *local = Y + (8ULL << 20);
     if (cpu == 1) {
         for (int k = 0; k < 3; k++)
