@@ -15,6 +15,7 @@ static const struct bench {
     {"vmexit", bench_vmexit_main, "guest port write -> VMM -> guest round trip"},
     {"fabric", bench_fabric_main, "ping-pong latency and bandwidth between two ranks"},
     {"dsm", bench_dsm_main, "remote page-fault time seen by a guest, against the floor"},
+    {"local", bench_local_main, "work on a node's own memory: K nodes against one"},
     {NULL, NULL, NULL},
 };
 

@@ -104,13 +104,21 @@ static int uffd_floor_ns(uint64_t *p50)
     return 0;
 }
 
-/* Runs `amalgam ARGS` and scans its stdout for a line containing key. */
+int dsm_bench_self(char *path, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", path, len - 1);
+    if (n <= 0)
+        return -EIO;
+    path[n] = 0;
+    return 0;
+}
+
 static char self_path[4096];
 
-static int run_scan(const char *args, const char *key, char *line, size_t len)
+int dsm_bench_run(const char *self, const char *args, const char *key, char *line, size_t len)
 {
     char cmd[8800];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", self_path, args);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", self, args);
     FILE *p = popen(cmd, "r");
     int found = 0;
     if (!p)
@@ -124,6 +132,11 @@ static int run_scan(const char *args, const char *key, char *line, size_t len)
         ;
     int st = pclose(p);
     return found && st == 0 ? 0 : -EIO;
+}
+
+static int run_scan(const char *args, const char *key, char *line, size_t len)
+{
+    return dsm_bench_run(self_path, args, key, line, len);
 }
 
 static uint64_t field(const char *line, const char *key)
@@ -209,11 +222,9 @@ int bench_dsm_main(int argc, char **argv)
     char line[512], args[4400];
     /* The guest sits beside the binary: build/amalgam -> build/guest/. */
     char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
+    if (dsm_bench_self(exe, sizeof exe) < 0)
         return 1;
-    exe[n] = 0;
-    memcpy(self_path, exe, (size_t)n + 1);
+    memcpy(self_path, exe, sizeof exe);
     if (host)
         return bench_host(fabric, pages);
     double ghz = tsc_ghz();

@@ -395,6 +395,140 @@ static void tsc_run(int cpu)
               tsc_res[worst_cpu].worst_read);
 }
 
+/* ---- contend -------------------------------------------------------------- */
+
+/* Every CPU hammers one page with lock-prefixed operations: a CAS-loop
+ * increment of a shared word, a locked increment of its own word beside it,
+ * and every `every` iterations a barrier whose waiters spin with locked
+ * reads (lock xadd 0), so that a waiter wants the page exclusive all the
+ * time. Across nodes this is the DSM's worst case: unless a node that is
+ * granted the page keeps it long enough to finish the faulting
+ * instruction, the page bounces and nobody gets anywhere. */
+static volatile uint64_t contend_page[512] __attribute__((aligned(4096)));
+static uint64_t contend_iters, contend_every;
+#define C_SHARED 0
+#define C_ARRIVED 1
+#define C_GEN 2
+#define C_OWN 8
+
+static void contend_setup(void)
+{
+    contend_iters = arg_or("iters", 20000);
+    contend_every = arg_or("every", 100);
+    if (!contend_every)
+        contend_every = 1;
+}
+
+static uint64_t locked_read(volatile uint64_t *w)
+{
+    return __atomic_fetch_add(w, 0, __ATOMIC_SEQ_CST); /* lock xadd: a write for the DSM */
+}
+
+static void locked_barrier(int cpu)
+{
+    uint64_t gen = locked_read(&contend_page[C_GEN]);
+    if (__atomic_add_fetch(&contend_page[C_ARRIVED], 1, __ATOMIC_SEQ_CST) == (uint64_t)ncpus) {
+        __atomic_exchange_n(&contend_page[C_ARRIVED], 0, __ATOMIC_SEQ_CST);
+        __atomic_fetch_add(&contend_page[C_GEN], 1, __ATOMIC_SEQ_CST);
+        return;
+    }
+    uint64_t t0 = rdtsc();
+    while (locked_read(&contend_page[C_GEN]) == gen && !test_failed)
+        if (timed_out(t0, 60))
+            ufail(cpu, "contend: locked barrier time-out");
+}
+
+static void contend_run(int cpu)
+{
+    uint64_t t0 = rdtsc();
+    for (uint64_t i = 0; i < contend_iters && !test_failed; i++) {
+        uint64_t v = contend_page[C_SHARED];
+        while (!__atomic_compare_exchange_n(&contend_page[C_SHARED], &v, v + 1, false,
+                                            __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            ;
+        __atomic_fetch_add(&contend_page[C_OWN + cpu], 1, __ATOMIC_SEQ_CST);
+        if (i % contend_every == contend_every - 1)
+            locked_barrier(cpu);
+    }
+    uint64_t dt = rdtsc() - t0;
+    ubarrier();
+    if (cpu != 0 || test_failed)
+        return;
+    uint64_t want = contend_iters * (uint64_t)ncpus + inject;
+    if (contend_page[C_SHARED] != want)
+        ufail(cpu, "contend: shared word is %lu, expected %lu", contend_page[C_SHARED], want);
+    for (int c = 0; c < ncpus && !test_failed; c++)
+        if (contend_page[C_OWN + c] != contend_iters)
+            ufail(cpu, "contend: CPU %d's word is %lu, expected %lu", c, contend_page[C_OWN + c],
+                  contend_iters);
+    if (!test_failed)
+        uprint("contend: %lu locked iterations per CPU on one page, %d CPUs, %lu cycles "
+               "(CPU 0)\n", contend_iters, ncpus, dt);
+}
+
+/* ---- local ---------------------------------------------------------------- */
+
+/* Each CPU works on memory homed at its own node: with nodes=K (the
+ * machine's node count; `bench local` passes the same K to a one-node run so
+ * that both do the same work) and round-robin placement, CPU c is on node
+ * c % K, whose slice is the K-th part of RAM (numa/machine.c). The CPU
+ * writes then reads back every cache line of `mb` MiB there, `passes`
+ * times, the first pass being the first touch. CPU 0 prints the slowest
+ * CPU's cycles, which the benchmark compares between a 1-node and a K-node
+ * run. */
+static uint64_t local_nodes, local_bytes, local_passes;
+static volatile uint64_t local_cycles[MAX_CPUS];
+
+static void local_setup(void)
+{
+    local_nodes = arg_or("nodes", 1);
+    local_bytes = arg_or("mb", 8) << 20;
+    local_passes = arg_or("passes", 4);
+    if (!local_nodes || local_nodes > (uint64_t)ncpus)
+        fail("local: nodes=%lu, but %d CPUs", local_nodes, ncpus);
+}
+
+static uint64_t local_base(int cpu)
+{
+    const uint64_t two_mib = 2ULL << 20;
+    uint64_t top = ram_top < 0xC0000000ULL ? ram_top : 0xC0000000ULL;
+    uint64_t slice = top / local_nodes / two_mib * two_mib;
+    uint64_t node = (uint64_t)cpu % local_nodes, nth = (uint64_t)cpu / local_nodes;
+    uint64_t lo = node * slice, end = node + 1 == local_nodes ? top : lo + slice;
+    uint64_t image = (guest_image_end + two_mib - 1) & ~(two_mib - 1);
+    if (lo < image)
+        lo = image;
+    uint64_t base = lo + nth * ((local_bytes + two_mib - 1) & ~(two_mib - 1));
+    return base + local_bytes <= end ? base : 0;
+}
+
+static void local_run(int cpu)
+{
+    volatile uint64_t *p = (volatile uint64_t *)local_base(cpu);
+    uint64_t words = local_bytes / 8, sum = 0, t0;
+    if (!p)
+        ufail(cpu, "local: no room for %lu MiB per CPU in its node's slice", local_bytes >> 20);
+    ubarrier();
+    t0 = rdtsc();
+    for (uint64_t k = 0; p && k < local_passes; k++) {
+        for (uint64_t i = 0; i < words; i += 8)
+            p[i] = i + k;
+        for (uint64_t i = 0; i < words; i += 8)
+            sum += p[i] - (i + k);
+    }
+    local_cycles[cpu] = rdtsc() - t0;
+    if (sum + inject)
+        ufail(cpu, "local: read back %lu differences", sum + inject);
+    ubarrier();
+    if (cpu != 0 || test_failed)
+        return;
+    uint64_t worst = 0;
+    for (int c = 0; c < ncpus; c++)
+        worst = local_cycles[c] > worst ? local_cycles[c] : worst;
+    uprint("local: cpus %d nodes %lu mb %lu passes %lu cycles %lu\n", ncpus, local_nodes,
+           local_bytes >> 20, local_passes, worst);
+}
+
 /* ---- bench-vmexit ------------------------------------------------------------ */
 
 static uint64_t bench_iters;
@@ -419,6 +553,8 @@ const struct test tests[] = {
     {"mem", mem_run, mem_setup},
     {"tsc", tsc_run, tsc_setup},
     {"ioapic", ioapic_run, ioapic_setup},
+    {"contend", contend_run, contend_setup},
+    {"local", local_run, local_setup},
     {"bench-vmexit", bench_run, bench_setup},
     {NULL, NULL, NULL},
 };
