@@ -29,6 +29,14 @@
 #define DSM_PAGE_SIZE 4096
 #define DSM_MAX_NODES 64
 
+/* The hold window (dsm_set_hold): a page taken from nodes that got it less
+ * than a window ago waits for the window to end. The window follows the
+ * measured transaction time, within these bounds; per page it doubles up
+ * to 2^DSM_HOLD_LOG2_MAX times while the page ping-pongs. */
+#define DSM_HOLD_MIN_NS 20000ULL    /* ~ one remote fault on an idle host */
+#define DSM_HOLD_MAX_NS 50000000ULL /* a vCPU thread woken in the nested L1 */
+#define DSM_HOLD_LOG2_MAX 3
+
 /* Message types: the interconnect reserves 0x20-0x5f for the DSM. */
 enum dsm_msg_type {
     DSM_GETS = 0x20,    /* cache -> home: read copy wanted */
@@ -93,6 +101,7 @@ struct dsm_stats {
     uint64_t bytes_moved;
     uint64_t evictions, writebacks; /* copies dropped for room; of those, dirty */
     uint64_t map_errors;
+    uint64_t holds; /* requests that waited for a page's hold window */
     uint64_t dropped[DSM_DROP_COUNT];
     uint64_t service_ns_log2[DSM_HIST_BUCKETS]; /* fault-to-access time histogram */
 };
@@ -115,6 +124,10 @@ struct dsm_node {
     uint8_t *in_ring;
     uint64_t ring_head, ring_count;
     uint8_t *scratch; /* one page: data read for sending (no allocation then) */
+    /* Hold windows: pages (homed here) with a request waiting for one to
+     * end; the bounds; a moving average of transaction times here. */
+    uint64_t *held, nheld;
+    uint64_t hold_min_ns, hold_max_ns, txn_avg_ns;
     struct dsm_stats stats;
 };
 
@@ -130,6 +143,15 @@ void dsm_node_free(struct dsm_node *n);
  * (PUTM), oldest first; a node's own home pages are never evicted. This is
  * what lets a guest's memory exceed what one node can hold. */
 void dsm_set_cache_limit(struct dsm_node *n, uint64_t pages);
+
+/* Bounds the hold window (defaults DSM_HOLD_MIN_NS, DSM_HOLD_MAX_NS; a
+ * model test uses its own clock's units). min 0 and max 0: no window. */
+void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns);
+
+/* Starts the requests whose hold window is over. The host calls it from
+ * the loop that owns the engine; returns the ns until the next window ends
+ * (UINT64_MAX: none waits). */
+uint64_t dsm_tick(struct dsm_node *n);
 
 /* A local access faulted. Returns 0 when the page already allows it (retry
  * at once), 1 when the faulter must wait for ops->wake, or -EINVAL. */

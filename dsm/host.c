@@ -262,6 +262,10 @@ uint64_t dsm_host_errors(const struct dsm_host *h)
 
 int dsm_host_poll(struct dsm_host *h)
 {
+    if (h->eng.nheld) { /* requests waiting for a hold window to end */
+        h->hold_wait_ns = dsm_tick(&h->eng);
+        settle(h);
+    }
     struct uffd_msg msgs[16];
     ssize_t n = read(h->uffd, msgs, sizeof msgs);
     int handled = 0;
@@ -288,7 +292,9 @@ void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now)
     uint64_t recent = h->last_request_ns;
     if (recent < h->last_traffic_ns)
         recent = h->last_traffic_ns;
-    if (now - recent > SPIN_NS)
+    if (h->eng.nheld && h->hold_wait_ns < 1000000)
+        sched_yield(); /* a hold window ends within the sleep's 1 ms */
+    else if (now - recent > SPIN_NS)
         ic_wait(h->ic, 1, h->uffd); /* a fault or a message ends the sleep */
     else
         sched_yield();

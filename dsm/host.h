@@ -63,6 +63,8 @@ struct dsm_host {
     /* When this node last asked another for a page, and when its message
      * loop last handled a message or fault: see dsm_host_pace. */
     uint64_t last_request_ns, last_traffic_ns;
+    /* ns until the next hold window ends, as of the last dsm_tick */
+    uint64_t hold_wait_ns;
 };
 
 /* Registers the 0x20-0x28 DSM message types with an interconnect config. */

@@ -28,11 +28,18 @@ enum cstate { C_I, C_S, C_M, C_IS, C_IM, C_SM, C_MI };
 enum dstate { D_S, D_M }; /* D_S with no sharers = only the home's memory */
 
 struct dsm_dir {
+    /* since: when the current transaction started, and from its Unblock
+     * on, when the holders got the page (the start of their hold window).
+     * revoked: the nodes the last revoking transaction took the page from,
+     * at revoked_at. */
+    uint64_t since, revoked_at, revoked;
     uint64_t sharers;
     uint64_t want_s, want_m; /* queued requests: one per node at most */
     uint64_t want_m_copy;    /* ... of those GetMs, which said "I hold S" */
     uint64_t want_put;       /* PutMs that arrived while busy */
     uint8_t state, owner, busy, req, kind, acks, wb, recall_mode, req_copy;
+    uint8_t held;      /* a request waits for the hold window to end */
+    uint8_t hold_log2; /* this page's window: the base one times 2^hold_log2 */
 };
 
 static uint64_t bit(int n) { return 1ULL << n; }
@@ -56,7 +63,11 @@ int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
     n->ring = calloc(npages, sizeof *n->ring);
     n->in_ring = calloc(npages, 1);
     n->scratch = malloc(DSM_PAGE_SIZE);
-    if (!n->cache || !n->fault_t0 || !n->dir || !n->ring || !n->in_ring || !n->scratch) {
+    n->held = calloc(npages, sizeof *n->held);
+    n->hold_min_ns = DSM_HOLD_MIN_NS;
+    n->hold_max_ns = DSM_HOLD_MAX_NS;
+    if (!n->cache || !n->fault_t0 || !n->dir || !n->ring || !n->in_ring || !n->scratch ||
+        !n->held) {
         dsm_node_free(n);
         return -ENOMEM;
     }
@@ -78,6 +89,8 @@ void dsm_node_free(struct dsm_node *n)
     free(n->ring);
     free(n->in_ring);
     free(n->scratch);
+    free(n->held);
+    n->held = NULL;
     n->scratch = NULL;
     n->cache = NULL;
     n->fault_t0 = NULL;
@@ -89,6 +102,12 @@ void dsm_node_free(struct dsm_node *n)
 void dsm_set_cache_limit(struct dsm_node *n, uint64_t pages)
 {
     n->cache_limit = pages;
+}
+
+void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns)
+{
+    n->hold_min_ns = min_ns;
+    n->hold_max_ns = max_ns < min_ns ? min_ns : max_ns;
 }
 
 enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page)
@@ -322,6 +341,7 @@ static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool ha
 {
     struct dsm_dir *d = &n->dir[p];
     d->busy = 1;
+    d->since = n->ops.now_ns(n->ops.ctx);
     d->req = (uint8_t)req;
     d->kind = kind;
     d->req_copy = has_copy;
@@ -366,6 +386,84 @@ static void finish_put(struct dsm_node *n, uint64_t p, int from)
     send(n, from, DSM_PUT_ACK, 0, p, NO_DATA);
 }
 
+/* ---- hold window (Mirage's delta) ----------------------------------------- */
+
+/* Whether starting this request takes the page away from a node that has
+ * it: a recall from the owner, or invalidations of other sharers. Adding a
+ * reader takes nothing away and never waits. */
+static bool revokes(const struct dsm_dir *d, int req, uint8_t kind)
+{
+    if (d->state == D_M)
+        return d->owner != req;
+    return kind == DSM_GETM && (d->sharers & ~bit(req));
+}
+
+static uint64_t holders(const struct dsm_dir *d)
+{
+    return d->state == D_M ? bit(d->owner) : d->sharers;
+}
+
+/* The window: as long as a transaction takes here (its moving average),
+ * so that a contended page is in use at least half the time and in
+ * transit at most half, whatever the fabric and host; doubled per step of
+ * hold_log2; within [hold_min_ns, hold_max_ns]. */
+static uint64_t hold_ns(const struct dsm_node *n, const struct dsm_dir *d)
+{
+    uint64_t base = n->txn_avg_ns < n->hold_min_ns ? n->hold_min_ns : n->txn_avg_ns;
+    uint64_t h = base << d->hold_log2;
+    return h > n->hold_max_ns ? n->hold_max_ns : h;
+}
+
+/* Called where a revoking transaction is about to start. A node that asks
+ * again for a page within two windows of losing it was probably robbed of
+ * it before it could use it, or is fighting for it: the page's window
+ * doubles (up to 8x). A page that sat still for 8 windows halves it. */
+static void adapt_hold(struct dsm_node *n, struct dsm_dir *d, int req, uint64_t now)
+{
+    uint64_t h = hold_ns(n, d);
+    if ((d->revoked & bit(req)) && now - d->revoked_at < 2 * h) {
+        if (d->hold_log2 < DSM_HOLD_LOG2_MAX)
+            d->hold_log2++;
+    } else if (now - d->since > 8 * h && d->hold_log2) {
+        d->hold_log2--;
+    }
+    d->revoked = holders(d) & ~bit(req);
+    d->revoked_at = now;
+}
+
+static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool has_copy);
+
+/* Starts the request unless it would take the page from nodes that got it
+ * less than a window ago: then it waits (queued like a request on a busy
+ * page) until dsm_tick sees the window end. So a node granted a page keeps
+ * it long enough to finish the access it faulted on, even when every vCPU
+ * spins with locked writes on that page. Returns false if it waits. */
+static bool try_start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool has_copy)
+{
+    struct dsm_dir *d = &n->dir[p];
+    if (revokes(d, req, kind)) {
+        uint64_t now = n->ops.now_ns(n->ops.ctx);
+        if (now - d->since < hold_ns(n, d)) {
+            if (kind == DSM_GETS) {
+                d->want_s |= bit(req);
+            } else {
+                d->want_m |= bit(req);
+                if (has_copy)
+                    d->want_m_copy |= bit(req);
+            }
+            n->stats.holds++;
+            if (!d->held) {
+                d->held = 1;
+                n->held[n->nheld++] = p;
+            }
+            return false;
+        }
+        adapt_hold(n, d, req, now);
+    }
+    start(n, p, req, kind, has_copy);
+    return true;
+}
+
 /* Round-robin from the last requester, so that no node starves. Waiting
  * PutMs go first: they start no transaction. */
 static void next_request(struct dsm_node *n, uint64_t p)
@@ -379,14 +477,15 @@ static void next_request(struct dsm_node *n, uint64_t p)
     for (int k = 1; k <= n->nnodes; k++) {
         int i = (d->req + k) % n->nnodes;
         if (d->want_m & bit(i)) {
+            bool copy = d->want_m_copy & bit(i);
             d->want_m &= ~bit(i);
-            start(n, p, i, DSM_GETM, d->want_m_copy & bit(i));
             d->want_m_copy &= ~bit(i);
-            return;
+            try_start(n, p, i, DSM_GETM, copy);
+            return; /* started, or waits for the window: either way, in order */
         }
         if (d->want_s & bit(i)) {
             d->want_s &= ~bit(i);
-            start(n, p, i, DSM_GETS, false);
+            try_start(n, p, i, DSM_GETS, false);
             return;
         }
     }
@@ -405,8 +504,8 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
         if (((d->want_s | d->want_m | d->want_put) & bit(from)) ||
             (!d->busy && d->state == D_M && d->owner == from) || m->mode > DSM_MODE_S)
             return -EPROTO;
-        if (!d->busy) {
-            start(n, p, from, m->type, m->mode == DSM_MODE_S);
+        if (!d->busy && !d->held) {
+            try_start(n, p, from, m->type, m->mode == DSM_MODE_S);
         } else if (m->type == DSM_GETS) {
             d->want_s |= bit(from);
         } else {
@@ -453,11 +552,41 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
         if (!d->busy || d->req != from || d->acks || d->wb)
             return -EPROTO;
         d->busy = 0;
+        {
+            uint64_t now = n->ops.now_ns(n->ops.ctx), dt = now - d->since;
+            /* Moving average over ~8 transactions (see hold_ns). */
+            n->txn_avg_ns = n->txn_avg_ns ? n->txn_avg_ns - n->txn_avg_ns / 8 + dt / 8 : dt;
+            d->since = now;
+        }
         next_request(n, p);
         return 0;
     default:
         return -EPROTO;
     }
+}
+
+uint64_t dsm_tick(struct dsm_node *n)
+{
+    uint64_t now = n->ops.now_ns(n->ops.ctx), next = UINT64_MAX;
+    for (uint64_t k = 0; k < n->nheld;) {
+        uint64_t p = n->held[k];
+        struct dsm_dir *d = &n->dir[p];
+        uint64_t end = d->since + hold_ns(n, d);
+        if (!d->busy && now < end) {
+            next = end - now < next ? end - now : next;
+            k++;
+            continue;
+        }
+        /* The window is over (or a transaction runs, which will pick the
+         * next request itself when it ends). */
+        n->held[k] = n->held[--n->nheld];
+        d->held = 0;
+        if (!d->busy)
+            next_request(n, p);
+        if (d->held && !d->busy) /* waits again: for a window that began just now */
+            next = 0;
+    }
+    return next;
 }
 
 static bool to_directory(uint8_t type)

@@ -23,6 +23,9 @@
 #define PAGES 6
 #define VCPUS 3
 #define MAXMSG 4096
+/* Hold windows in the model clock's units (one step is 1..100). */
+#define HOLD_MIN 200
+#define HOLD_MAX 2000
 
 struct netmsg {
     int from, to;
@@ -131,11 +134,13 @@ static struct model *model_new_cache(unsigned seed, uint64_t cache_limit)
     struct model *w = calloc(1, sizeof *w);
     w->bag = calloc(MAXMSG, sizeof *w->bag);
     w->seed = seed;
+    w->clock = 1000000; /* as a host's clock: pages at rest since "long ago" */
     for (int i = 0; i < NODES; i++) {
         w->ctx[i] = (struct nodectx){w, i};
         struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_read, m_write, m_wake, m_now, m_drop};
         ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, NULL, &ops), 0);
         dsm_set_cache_limit(&w->node[i], cache_limit);
+        dsm_set_hold(&w->node[i], HOLD_MIN, HOLD_MAX);
         for (int p = 0; p < PAGES; p++)
             w->prot[i][p] = home_of(NULL, (uint64_t)p) == i ? DSM_PROT_WRITE : DSM_PROT_NONE;
     }
@@ -230,14 +235,29 @@ static bool all_idle(struct model *w)
     return true;
 }
 
+static bool any_held(struct model *w)
+{
+    for (int i = 0; i < NODES; i++)
+        if (w->node[i].nheld)
+            return true;
+    return false;
+}
+
+static void tick_all(struct model *w)
+{
+    for (int i = 0; i < NODES; i++)
+        dsm_tick(&w->node[i]);
+}
+
 static void run_random(struct model *w, uint64_t ops)
 {
     uint64_t started = 0;
     srand(w->seed);
-    while (started < ops || w->nbag || !all_idle(w)) {
+    while (started < ops || w->nbag || !all_idle(w) || any_held(w)) {
         w->steps++;
         w->clock += 1 + (uint64_t)(rand() % 100);
         ck_assert_msg(w->steps < ops * 200, "seed %u: no progress (livelock?)", w->seed);
+        tick_all(w);
         if (w->nbag && (rand() % 100 < 55 || started >= ops)) {
             deliver(w, rand() % w->nbag);
         } else {
@@ -285,6 +305,11 @@ START_TEST(random_interleavings)
         for (int d = 0; d < DSM_DROP_COUNT; d++)
             ck_assert_uint_eq(w->node[i].stats.dropped[d], 0);
     }
+    uint64_t holds = 0;
+    for (int i = 0; i < NODES; i++)
+        holds += w->node[i].stats.holds;
+    printf("dsm model: %llu requests waited for a hold window\n", (unsigned long long)holds);
+    ck_assert_uint_gt(holds, 100); /* windows were in force throughout */
     ck_assert_uint_gt(inv, 100); /* the races were really exercised */
     ck_assert_uint_gt(rec, 100);
     model_free(w);
@@ -346,6 +371,8 @@ static int find_msg(struct model *w, uint8_t type, int to)
 static void drain(struct model *w)
 {
     while (w->nbag || !all_idle(w)) {
+        w->clock += 10;
+        tick_all(w);
         if (w->nbag)
             deliver(w, w->nbag - 1);
         for (int i = 0; i < NODES; i++)
@@ -466,6 +493,110 @@ START_TEST(malformed_messages_dropped)
 }
 END_TEST
 
+/* Every node's vCPU writes one page over and over (lock-prefixed writes in
+ * a guest), with messages in order and a fixed latency, and a woken vCPU
+ * that runs WAKE_DELAY after its wake-up: slower than the messages that
+ * could take the page away again. With hold windows: every grant is used
+ * before the page goes (no write faults twice on one access), every
+ * access completes within a bound, and every node finishes. Without them
+ * (min = max = 0) the same scenario wastes grants, which shows it is the
+ * windows that give the guarantee: it livelocks, so that run stops after
+ * `steps`. Returns the wasted grants. */
+#define CONTEND_WRITES 300
+#define WAKE_DELAY 150
+#define LATENCY 20
+
+static uint64_t contend(uint64_t hold_min, uint64_t hold_max, uint64_t steps,
+                        uint64_t *worst_wait)
+{
+    struct model *w = model_new(7);
+    uint64_t woken_at[NODES] = {0}, started_at[NODES] = {0}, done[NODES] = {0}, wasted = 0;
+    uint64_t sent_at[MAXMSG];
+    int nsent = 0;
+    *worst_wait = 0;
+    for (int i = 0; i < NODES; i++)
+        dsm_set_hold(&w->node[i], hold_min, hold_max);
+    for (uint64_t step = 0;; step++) {
+        if (steps && step == steps) {
+            model_free(w);
+            return wasted;
+        }
+        ck_assert_msg(step < 2000000, "contend: no progress after %llu steps (done %llu %llu "
+                      "%llu %llu)", (unsigned long long)step, (unsigned long long)done[0],
+                      (unsigned long long)done[1], (unsigned long long)done[2],
+                      (unsigned long long)done[3]);
+        w->clock += 1;
+        tick_all(w);
+        /* In order: the oldest message, once it is LATENCY old. */
+        for (; nsent < w->nbag; nsent++)
+            sent_at[nsent] = w->clock;
+        if (w->nbag && w->clock - sent_at[0] >= LATENCY) {
+            struct netmsg n = w->bag[0];
+            memmove(w->bag, w->bag + 1, (size_t)(w->nbag - 1) * sizeof *w->bag);
+            memmove(sent_at, sent_at + 1, (size_t)(w->nbag - 1) * sizeof *sent_at);
+            w->nbag--;
+            nsent--;
+            ck_assert_int_eq(dsm_receive(&w->node[n.to], n.from, &n.m,
+                                         n.has_payload ? n.payload : NULL), 0);
+            for (; nsent < w->nbag; nsent++)
+                sent_at[nsent] = w->clock;
+        }
+        bool all_done = true;
+        for (int i = 0; i < NODES; i++) {
+            struct vcpu *c = &w->cpu[i][0];
+            if (done[i] == CONTEND_WRITES)
+                continue;
+            all_done = false;
+            if (!c->busy) {
+                *c = (struct vcpu){.busy = true, .page = 0, .write = true};
+                started_at[i] = w->clock;
+                if (try_access(w, i, c))
+                    goto completed;
+                continue;
+            }
+            if (!c->ready)
+                continue;
+            if (!woken_at[i])
+                woken_at[i] = w->clock;
+            if (w->clock - woken_at[i] < WAKE_DELAY)
+                continue;
+            woken_at[i] = 0;
+            if (!try_access(w, i, c)) {
+                wasted++; /* woken for a grant that was gone again */
+                continue;
+            }
+        completed:
+            done[i]++;
+            if (w->clock - started_at[i] > *worst_wait)
+                *worst_wait = w->clock - started_at[i];
+        }
+        check_swmr(w);
+        if (all_done && !w->nbag && !any_held(w))
+            break;
+    }
+    ck_assert_uint_eq(w->truth[0] & 0xffffffffffffULL, (uint64_t)NODES * CONTEND_WRITES);
+    model_free(w);
+    return wasted;
+}
+
+START_TEST(contended_page_makes_progress)
+{
+    uint64_t worst = 0, worst_none = 0;
+    uint64_t wasted = contend(HOLD_MIN, HOLD_MAX, 0, &worst);
+    /* A request waits for at most every other node's window and transfer
+     * (round-robin), each at most HOLD_MAX plus a few message latencies. */
+    uint64_t bound = (uint64_t)NODES * (HOLD_MAX + 8 * LATENCY + WAKE_DELAY);
+    uint64_t wasted_none = contend(0, 0, 200000, &worst_none);
+    printf("dsm model, contended page: with windows %llu wasted grants, worst wait %llu "
+           "(bound %llu); without, in 200000 steps: %llu wasted, worst completed wait %llu\n", (unsigned long long)wasted,
+           (unsigned long long)worst, (unsigned long long)bound, (unsigned long long)wasted_none,
+           (unsigned long long)worst_none);
+    ck_assert_uint_eq(wasted, 0);
+    ck_assert_uint_le(worst, bound);
+    ck_assert_uint_gt(wasted_none, 0);
+}
+END_TEST
+
 #include "tests/unit/unit.h"
 
 int main(void)
@@ -476,6 +607,7 @@ int main(void)
     tcase_add_test(t, random_interleavings);
     tcase_add_test(t, random_interleavings_cache_1);
     tcase_add_test(t, random_interleavings_cache_2);
+    tcase_add_test(t, contended_page_makes_progress);
     tcase_add_test(t, local_faults_coalesce);
     tcase_add_test(t, invalidation_races_upgrade);
     tcase_add_test(t, request_for_page_in_transit);
