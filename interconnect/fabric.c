@@ -97,6 +97,7 @@ struct ic {
     pthread_mutex_t lock;
     int wait_fd;
     uint64_t last_heard[IC_MAX_RANKS];
+    bool heard[IC_MAX_RANKS]; /* anything at all since the bootstrap */
     bool departed[IC_MAX_RANKS];
     uint64_t last_hb, last_log;
     int dead;
@@ -497,6 +498,7 @@ static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_en
         ic->stats.received++;
         ic->stats.bytes_received += len;
         ic->last_heard[h.src_rank] = now_ns();
+        ic->heard[h.src_rank] = true;
         if (h.type == IC_T_BYE)
             ic->departed[h.src_rank] = true;
         else if (h.type == IC_T_CLOCK_REQ)
@@ -564,7 +566,11 @@ int ic_tick(struct ic *ic, uint64_t now)
     for (int r = 0; r < ic->cfg.size; r++) {
         if (r == ic->cfg.rank || ic->departed[r])
             continue;
-        if (now > ic->last_heard[r] && now - ic->last_heard[r] > ic->dead_ns) {
+        /* A peer still starting (loading a kernel, mapping its memory:
+         * seconds for a large guest, or in the nested L1) has not sent its
+         * first heartbeat yet: it gets IC_START_NS, not the dead time. */
+        uint64_t limit = ic->heard[r] || ic->dead_ns > IC_START_NS ? ic->dead_ns : IC_START_NS;
+        if (now > ic->last_heard[r] && now - ic->last_heard[r] > limit) {
             ic->dead = r;
             return -EPIPE;
         }
@@ -586,20 +592,26 @@ int ic_fd(struct ic *ic) { return ic->wait_fd; }
 uint64_t ic_dead_after_ns(const struct ic *ic) { return ic->dead_ns; }
 const struct ic_stats *ic_stats(const struct ic *ic) { return &ic->stats; }
 
-void ic_wait(struct ic *ic, int timeout_ms, int also_fd)
+void ic_wait_ns(struct ic *ic, uint64_t max_ns, int also_fd)
 {
     struct fid *f = &ic->rxcq->fid;
     struct pollfd p[2] = {{.fd = also_fd, .events = POLLIN}, {.fd = ic->wait_fd, .events = POLLIN}};
     if (ic->wait_fd >= 0) {
         if (fi_trywait(ic->fabric, &f, 1) == FI_SUCCESS)
-            poll(p, 2, timeout_ms); /* a negative fd is ignored */
+            poll(p, 2, (int)((max_ns + 999999) / 1000000)); /* a negative fd is ignored */
         return;
     }
-    struct timespec ts = {0, 50000};
+    struct timespec ts = {(time_t)(max_ns / 1000000000ULL), (long)(max_ns % 1000000000ULL)};
     if (also_fd >= 0)
         ppoll(p, 1, &ts, NULL);
     else
         nanosleep(&ts, NULL);
+}
+
+void ic_wait(struct ic *ic, int timeout_ms, int also_fd)
+{
+    uint64_t ns = (uint64_t)timeout_ms * 1000000ULL;
+    ic_wait_ns(ic, ic->wait_fd >= 0 || ns < 50000 ? ns : 50000, also_fd);
 }
 
 void ic_close(struct ic *ic)

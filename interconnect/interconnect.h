@@ -29,6 +29,7 @@
 #define IC_MAX_RANKS 64
 #define IC_HEARTBEAT_NS 250000000ULL
 #define IC_DEAD_NS 1500000000ULL /* default; AMALGAM_DEAD_AFTER_MS overrides */
+#define IC_START_NS 60000000000ULL /* for a peer not heard from since the bootstrap */
 
 /* Message types: 0x00-0x1f interconnect, 0x20-0x5f DSM, 0x60-0x7f vCPU,
  * IPI and I/O forwarding, 0x80-0x9f migration. */
@@ -162,6 +163,11 @@ int ic_fd(struct ic *ic);
  * also_fd (-1: none) is readable. A provider without a wait fd (shm) is
  * polled again after 50 us. */
 void ic_wait(struct ic *ic, int timeout_ms, int also_fd);
+/* The same, but a provider without a wait fd sleeps the whole max_ns too
+ * (a provider with one rounds it up to a millisecond): for a loop that has
+ * been idle long enough that a wake-up every 50 us costs more than a late
+ * answer. */
+void ic_wait_ns(struct ic *ic, uint64_t max_ns, int also_fd);
 const struct ic_stats *ic_stats(const struct ic *ic);
 
 /* ---- pure pieces, exposed for tests and fuzzing ---- */
