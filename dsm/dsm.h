@@ -127,6 +127,10 @@ struct dsm_node {
     /* Hold windows: pages (homed here) with a request waiting for one to
      * end; the bounds; a moving average of transaction times here. */
     uint64_t *held, nheld;
+    /* Per page, for finding hot pages: copies this node fetched (faults
+     * that went to the home) and copies it had taken away (invalidations
+     * and recalls received). Saturating. */
+    uint32_t *fetches, *losses;
     uint64_t hold_min_ns, hold_max_ns, txn_avg_ns;
     struct dsm_stats stats;
 };
@@ -148,6 +152,9 @@ void dsm_set_cache_limit(struct dsm_node *n, uint64_t pages);
  * model test uses its own clock's units). min 0 and max 0: no window. */
 void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns);
 
+/* The hold window now, before a page's own doubling (for statistics). */
+uint64_t dsm_hold_base_ns(const struct dsm_node *n);
+
 /* Starts the requests whose hold window is over. The host calls it from
  * the loop that owns the engine; returns the ns until the next window ends
  * (UINT64_MAX: none waits). */
@@ -160,6 +167,14 @@ int dsm_fault(struct dsm_node *n, uint64_t page, bool write);
 /* A message arrived from node `from` (as the interconnect attests). Bad or
  * impossible messages are dropped and counted: returns -EPROTO then. */
 int dsm_receive(struct dsm_node *n, int from, const struct dsm_msg *m, const void *payload);
+
+/* The k pages (k <= 64) with the most fetches + losses at this node, most
+ * first, into out[]; returns how many (pages never touched are left out). */
+struct dsm_hot_page {
+    uint64_t page;
+    uint32_t fetches, losses;
+};
+int dsm_hot_pages(const struct dsm_node *n, struct dsm_hot_page *out, int k);
 
 /* What the guest may do with the page here now (for checks and tests). */
 enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page);

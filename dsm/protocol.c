@@ -64,10 +64,12 @@ int dsm_node_init(struct dsm_node *n, int self, int nnodes, uint64_t npages,
     n->in_ring = calloc(npages, 1);
     n->scratch = malloc(DSM_PAGE_SIZE);
     n->held = calloc(npages, sizeof *n->held);
+    n->fetches = calloc(npages, sizeof *n->fetches);
+    n->losses = calloc(npages, sizeof *n->losses);
     n->hold_min_ns = DSM_HOLD_MIN_NS;
     n->hold_max_ns = DSM_HOLD_MAX_NS;
     if (!n->cache || !n->fault_t0 || !n->dir || !n->ring || !n->in_ring || !n->scratch ||
-        !n->held) {
+        !n->held || !n->fetches || !n->losses) {
         dsm_node_free(n);
         return -ENOMEM;
     }
@@ -90,7 +92,10 @@ void dsm_node_free(struct dsm_node *n)
     free(n->in_ring);
     free(n->scratch);
     free(n->held);
+    free(n->fetches);
+    free(n->losses);
     n->held = NULL;
+    n->fetches = n->losses = NULL;
     n->scratch = NULL;
     n->cache = NULL;
     n->fault_t0 = NULL;
@@ -108,6 +113,22 @@ void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns)
 {
     n->hold_min_ns = min_ns;
     n->hold_max_ns = max_ns < min_ns ? min_ns : max_ns;
+}
+
+int dsm_hot_pages(const struct dsm_node *n, struct dsm_hot_page *out, int k)
+{
+    int have = 0;
+    k = k < 0 ? 0 : k > 64 ? 64 : k;
+    for (uint64_t p = 0; p < n->npages; p++) {
+        uint64_t heat = (uint64_t)n->fetches[p] + n->losses[p];
+        if (!heat || (have == k && heat <= (uint64_t)out[k - 1].fetches + out[k - 1].losses))
+            continue;
+        int i = have < k ? have++ : k - 1; /* insert, dropping the coolest */
+        for (; i > 0 && (uint64_t)out[i - 1].fetches + out[i - 1].losses < heat; i--)
+            out[i] = out[i - 1];
+        out[i] = (struct dsm_hot_page){p, n->fetches[p], n->losses[p]};
+    }
+    return have;
 }
 
 enum dsm_prot dsm_access(const struct dsm_node *n, uint64_t page)
@@ -176,9 +197,16 @@ static void set_cstate(struct dsm_node *n, uint64_t page, uint8_t st)
     }
 }
 
+static void bump(uint32_t *c)
+{
+    if (*c != UINT32_MAX)
+        (*c)++;
+}
+
 static int request(struct dsm_node *n, uint64_t page, uint8_t next, uint8_t type)
 {
     uint8_t had = n->cache[page];
+    bump(&n->fetches[page]);
     set_cstate(n, page, next);
     n->fault_t0[page] = n->ops.now_ns(n->ops.ctx);
     send(n, n->home_of(n->hctx, page), type, had == C_S ? DSM_MODE_S : DSM_MODE_I, page, NO_DATA);
@@ -290,6 +318,7 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
         /* Acknowledge only once the mapping is gone. A copy dropped since
          * the home listed us (evicted, IS/IM/MI) is acknowledged as is. */
         if (st == C_S || st == C_SM) {
+            bump(&n->losses[p]);
             set_map(n, p, DSM_PROT_NONE);
             set_cstate(n, p, st == C_S ? C_I : C_IM);
         }
@@ -300,6 +329,7 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
         if ((st != C_M && st != C_MI) || (m->mode != DSM_MODE_S && m->mode != DSM_MODE_I))
             return -EPROTO;
         n->stats.recalls_received++;
+        bump(&n->losses[p]);
         if (st == C_MI) { /* crossed our PutM: answer it, the PutAck frees */
             send(n, from, DSM_WB_DATA, 0, p, WITH_DATA);
             return 0;
@@ -412,6 +442,12 @@ static uint64_t hold_ns(const struct dsm_node *n, const struct dsm_dir *d)
     uint64_t base = n->txn_avg_ns < n->hold_min_ns ? n->hold_min_ns : n->txn_avg_ns;
     uint64_t h = base << d->hold_log2;
     return h > n->hold_max_ns ? n->hold_max_ns : h;
+}
+
+uint64_t dsm_hold_base_ns(const struct dsm_node *n)
+{
+    return n->txn_avg_ns < n->hold_min_ns ? n->hold_min_ns
+           : n->txn_avg_ns > n->hold_max_ns ? n->hold_max_ns : n->txn_avg_ns;
 }
 
 /* Called where a revoking transaction is about to start. A node that asks

@@ -310,6 +310,22 @@ START_TEST(random_interleavings)
         holds += w->node[i].stats.holds;
     printf("dsm model: %llu requests waited for a hold window\n", (unsigned long long)holds);
     ck_assert_uint_gt(holds, 100); /* windows were in force throughout */
+    for (int i = 0; i < NODES; i++) { /* hot pages: the hottest first, counts as kept */
+        struct dsm_hot_page hot[3];
+        int k = dsm_hot_pages(&w->node[i], hot, 3);
+        ck_assert_int_eq(k, 3);
+        for (int j = 0; j < k; j++) {
+            ck_assert_uint_eq(hot[j].fetches, w->node[i].fetches[hot[j].page]);
+            ck_assert_uint_eq(hot[j].losses, w->node[i].losses[hot[j].page]);
+            if (j)
+                ck_assert_uint_ge(hot[j - 1].fetches + hot[j - 1].losses,
+                                  hot[j].fetches + hot[j].losses);
+        }
+        for (uint64_t p = 0; p < PAGES; p++) /* and no page left out is hotter */
+            if (p != hot[0].page && p != hot[1].page && p != hot[2].page)
+                ck_assert_uint_le((uint64_t)w->node[i].fetches[p] + w->node[i].losses[p],
+                                  (uint64_t)hot[2].fetches + hot[2].losses);
+    }
     ck_assert_uint_gt(inv, 100); /* the races were really exercised */
     ck_assert_uint_gt(rec, 100);
     model_free(w);
