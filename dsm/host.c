@@ -428,7 +428,10 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
     madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
     struct dsm_ops ops = {h, op_send, op_map, op_page_read, op_page_write, op_wake, op_now, op_drop};
     int r = dsm_node_init(&h->eng, ic_rank(ic), ic_size(ic), npages, home_of, hctx, &ops);
-    r = r ?: map_home_pages(h);
+    /* AMALGAM_DSM_LAZY_HOME=1: home pages fault in on first touch instead
+     * (the old behaviour), to compare against. */
+    if (!getenv("AMALGAM_DSM_LAZY_HOME"))
+        r = r ?: map_home_pages(h);
     r = r ?: open_uffd(h);
     if (r < 0)
         return r;

@@ -477,7 +477,7 @@ static void contend_run(int cpu)
  * CPU's cycles, which the benchmark compares between a 1-node and a K-node
  * run. */
 static uint64_t local_nodes, local_bytes, local_passes;
-static volatile uint64_t local_cycles[MAX_CPUS];
+static volatile uint64_t local_cycles[MAX_CPUS], local_first[MAX_CPUS];
 
 static void local_setup(void)
 {
@@ -515,6 +515,8 @@ static void local_run(int cpu)
             p[i] = i + k;
         for (uint64_t i = 0; i < words; i += 8)
             sum += p[i] - (i + k);
+        if (k == 0)
+            local_first[cpu] = rdtsc() - t0;
     }
     local_cycles[cpu] = rdtsc() - t0;
     if (sum + inject)
@@ -527,6 +529,9 @@ static void local_run(int cpu)
         worst = local_cycles[c] > worst ? local_cycles[c] : worst;
     uprint("local: cpus %d nodes %lu mb %lu passes %lu cycles %lu\n", ncpus, local_nodes,
            local_bytes >> 20, local_passes, worst);
+    for (int c = 0; c < ncpus; c++)
+        uprint("local: cpu %d first pass %lu cycles, all %lu\n", c, local_first[c],
+               local_cycles[c]);
 }
 
 /* ---- bench-vmexit ------------------------------------------------------------ */

@@ -10,6 +10,12 @@ for t in "smp-counter iters=1000000" "spinlock iters=20000" "ipi rounds=50" time
     run_guest "${t%% *}" 0 --nodes 2 --vcpus 4 --mem 256M --append "test=$t"
     run_guest "${t%% *}" 0 --nodes 4 --vcpus 4 --mem 256M --append "test=$t"
 done
+# Every vCPU spins with locked operations on one page: only hold windows
+# let a node that is granted the page use it before it is taken back.
+for n in 2 4; do
+    run_guest contend 0 --nodes $n --vcpus $n --mem 64M --append "test=contend iters=20000"
+    grep '^contend:' "$TMP/out" || true
+done
 # 32 MiB: both nodes' halves (24 MiB above the guest image), small enough
 # to check in the emulated L1 (48 MiB took 340 s of its 1500 s there).
 run_guest mem 0 --nodes 2 --vcpus 2 --mem 32M --append test=mem
