@@ -12,9 +12,16 @@ for t in "smp-counter iters=1000000" "spinlock iters=20000" "ipi rounds=50" time
 done
 # Every vCPU spins with locked operations on one page: only hold windows
 # let a node that is granted the page use it before it is taken back.
+# --stats must name the page they fight over among each node's hottest.
 for n in 2 4; do
-    run_guest contend 0 --nodes $n --vcpus $n --mem 64M --append "test=contend iters=20000"
+    run_guest contend 0 --nodes $n --vcpus $n --mem 64M --stats --append "test=contend iters=20000"
     grep '^contend:' "$TMP/out" || true
+    hot=$(grep -c 'hottest pages (gpa fetched/lost): 0x[0-9a-f]* [0-9]*/[0-9]*' "$TMP/err")
+    if [ "$hot" -eq "$n" ]; then
+        ok "--stats: $n nodes list their hottest pages; node 1's: $(grep -o 'amalgam node 1:.*' "$TMP/err" | grep -o 'hottest pages.*' | cut -c1-120)"
+    else
+        fail "--stats: $hot of $n nodes listed their hottest pages: $(tr '\n' '|' <"$TMP/err" | cut -c1-600)"
+    fi
 done
 # 32 MiB: both nodes' halves (24 MiB above the guest image), small enough
 # to check in the emulated L1 (48 MiB took 340 s of its 1500 s there).
