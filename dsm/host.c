@@ -305,7 +305,7 @@ void dsm_host_pace(struct dsm_host *h, int handled, uint64_t now)
     if (h->eng.nheld && h->hold_wait_ns < 1000000)
         sched_yield(); /* a hold window ends within the sleep's 1 ms */
     else if (now - recent > IDLE_NS)
-        ic_wait_ns(h->ic, IDLE_SLEEP_NS, h->uffd); /* a fault or a message ends the sleep */
+        ic_wait_ns(h->ic, h->idle_sleep_ns, h->uffd); /* a fault or a message ends the sleep */
     else if (now - recent > SPIN_NS)
         ic_wait(h->ic, 1, h->uffd);
     else
@@ -422,6 +422,8 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
     h->woken_flag = calloc(npages, 1);
     h->pte = calloc(npages, 1);
     h->filled = calloc(npages, 1);
+    const char *idle = getenv("AMALGAM_DSM_IDLE_SLEEP_US"); /* for measuring the trade-off */
+    h->idle_sleep_ns = idle && atoi(idle) > 0 ? (uint64_t)atoi(idle) * 1000ULL : IDLE_SLEEP_NS;
     if (!h->local || !h->woken || !h->woken_flag || !h->pte || !h->filled)
         return -ENOMEM;
     /* Pages not at home must not be mapped before the DSM governs them. */

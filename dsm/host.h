@@ -65,6 +65,9 @@ struct dsm_host {
     uint64_t last_request_ns, last_traffic_ns;
     /* ns until the next hold window ends, as of the last dsm_tick */
     uint64_t hold_wait_ns;
+    /* How long an idle loop on a fabric without a wait fd sleeps (see
+     * dsm_host_pace; AMALGAM_DSM_IDLE_SLEEP_US overrides). */
+    uint64_t idle_sleep_ns;
 };
 
 /* Registers the 0x20-0x28 DSM message types with an interconnect config. */
