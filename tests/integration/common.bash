@@ -33,7 +33,7 @@ fi
 # 4-node runs pass in the nested L1 too. For bisecting a slow host only.
 KNOWN_SLOW_NODES=${AMALGAM_TEST_KNOWN_SLOW_NODES:-}
 guest_args() { # SLOW ARGS...: the run's arguments with slow=SLOW and the divided iters in --append
-    local slow=$1 a prev= w out
+    local slow=$1 a prev= w out n
     shift
     GUEST_ARGS=()
     for a in "$@"; do
