@@ -1,10 +1,16 @@
 /* `amalgam run` flag parsing. Accepts "--flag value" and "--flag=value". */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "dsm/dsm.h"
 
 #include "cli/flags.h"
 #include "cli/run_args.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 const char run_usage[] =
     "usage: amalgam run --kernel FILE [flags]\n"
@@ -38,6 +44,9 @@ const char run_usage[] =
     "                    each node (e.g. 64M; default: no limit); the oldest\n"
     "                    copies are dropped or written back home, so the guest's\n"
     "                    memory may exceed what one host holds\n"
+    "  --dsm-push N      batching: with each read copy a node is sent, its home\n"
+    "                    also sends up to N following pages it owns (0-64,\n"
+    "                    default " STR(DSM_PUSH_DEFAULT) "; see docs/dsm.md)\n"
     "  --cpl0 MODE       auto|native|emulated: whether guest kernel code runs\n"
     "                    natively on this host; auto (default) measures it, and\n"
     "                    the emulated-CPL0 work-arounds are only used when emulated\n"
@@ -65,6 +74,20 @@ static int f_dsm_cache(void *ctx, const char *v, char *err, size_t n)
         snprintf(err, n, "--dsm-cache '%s': expected a size of at least 4K, such as 64M", v);
         return -EINVAL;
     }
+    return 0;
+}
+
+static int f_dsm_push(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    char *end;
+    unsigned long p = strtoul(v, &end, 10);
+    if (!*v || *end || p > DSM_PUSH_MAX) {
+        snprintf(err, n, "--dsm-push '%s': expected a number of pages from 0 to %d", v,
+                 DSM_PUSH_MAX);
+        return -EINVAL;
+    }
+    a->vm.dsm_push = (unsigned)p;
     return 0;
 }
 
@@ -180,6 +203,7 @@ static const struct flag flags[] = {
     {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
     {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
+    {"--dsm-push", true, f_dsm_push},
     {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };
@@ -193,6 +217,7 @@ static void set_defaults(struct run_args *a)
     a->vm.console_out = 1;
     a->vm.console_in = 0;
     a->nodes = 1;
+    a->vm.dsm_push = DSM_PUSH_DEFAULT;
 }
 
 int run_parse_args(int argc, char **argv, struct run_args *a, char *err, size_t errlen)

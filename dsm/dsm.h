@@ -50,8 +50,10 @@ enum dsm_msg_type {
     DSM_UNBLOCK = 0x28, /* cache -> home: transaction complete */
     DSM_PUTM = 0x29,    /* cache -> home: evicting my modified copy, here it is */
     DSM_PUT_ACK = 0x2a, /* home -> cache: the home has it; free your copy */
+    DSM_PUSH = 0x2b,    /* home -> cache: a read copy nobody asked for (batching);
+                         * answered by Unblock, mode S if kept, I if declined */
     DSM_MSG_FIRST = DSM_GETS,
-    DSM_MSG_LAST = DSM_PUT_ACK,
+    DSM_MSG_LAST = DSM_PUSH,
 };
 
 enum dsm_mode { DSM_MODE_I = 0, DSM_MODE_S = 1, DSM_MODE_M = 2 };
@@ -102,6 +104,7 @@ struct dsm_stats {
     uint64_t evictions, writebacks; /* copies dropped for room; of those, dirty */
     uint64_t map_errors;
     uint64_t holds; /* requests that waited for a page's hold window */
+    uint64_t pushes_sent, pushes_kept, pushes_declined; /* batching (dsm_set_push) */
     uint64_t dropped[DSM_DROP_COUNT];
     uint64_t service_ns_log2[DSM_HIST_BUCKETS]; /* fault-to-access time histogram */
 };
@@ -132,6 +135,7 @@ struct dsm_node {
      * and recalls received). Saturating. */
     uint32_t *fetches, *losses;
     uint64_t hold_min_ns, hold_max_ns, txn_avg_ns;
+    unsigned push; /* batching: read copies sent along with one asked for */
     struct dsm_stats stats;
 };
 
@@ -151,6 +155,19 @@ void dsm_set_cache_limit(struct dsm_node *n, uint64_t pages);
 /* Bounds the hold window (defaults DSM_HOLD_MIN_NS, DSM_HOLD_MAX_NS; a
  * model test uses its own clock's units). min 0 and max 0: no window. */
 void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns);
+
+/* Batching: when another node asks this home for a read copy of a page,
+ * the home also sends it read copies of up to `pages` (<= DSM_PUSH_MAX) of
+ * the following pages homed here that it has no copy of and that nobody
+ * else holds writable or is waiting for. Each is a transaction of its own
+ * (the page is busy until the receiver's Unblock), so an invalidation can
+ * never overtake it; a receiver that asked for the page meanwhile declines
+ * it and its own request is served next. 0 (the default): none. The home
+ * gives up write access to a page it pushes, so a page it writes later
+ * costs it an upgrade: measured in docs/dsm.md. */
+#define DSM_PUSH_MAX 64
+#define DSM_PUSH_DEFAULT 0 /* amalgam run's --dsm-push: measured in docs/dsm.md */
+void dsm_set_push(struct dsm_node *n, unsigned pages);
 
 /* The hold window now, before a page's own doubling (for statistics). */
 uint64_t dsm_hold_base_ns(const struct dsm_node *n);

@@ -40,6 +40,7 @@ struct dsm_dir {
     uint8_t state, owner, busy, req, kind, acks, wb, recall_mode, req_copy;
     uint8_t held;      /* a request waits for the hold window to end */
     uint8_t hold_log2; /* this page's window: the base one times 2^hold_log2 */
+    uint8_t push;      /* the transaction is a push (batching) */
 };
 
 static uint64_t bit(int n) { return 1ULL << n; }
@@ -113,6 +114,11 @@ void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns)
 {
     n->hold_min_ns = min_ns;
     n->hold_max_ns = max_ns < min_ns ? min_ns : max_ns;
+}
+
+void dsm_set_push(struct dsm_node *n, unsigned pages)
+{
+    n->push = pages > DSM_PUSH_MAX ? DSM_PUSH_MAX : pages;
 }
 
 int dsm_hot_pages(const struct dsm_node *n, struct dsm_hot_page *out, int k)
@@ -338,6 +344,25 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
         send(n, from, DSM_WB_DATA, 0, p, WITH_DATA);
         set_cstate(n, p, m->mode == DSM_MODE_S ? C_S : C_I);
         return 0;
+    case DSM_PUSH:
+        if (m->mode != DSM_MODE_S)
+            return -EPROTO;
+        if (st != C_I) {
+            /* We asked for it meanwhile (our request waits at the home
+             * behind this push) or are writing our copy back: not ours to
+             * take now. */
+            n->stats.pushes_declined++;
+            send(n, from, DSM_UNBLOCK, DSM_MODE_I, p, NO_DATA);
+            return 0;
+        }
+        n->stats.pushes_kept++;
+        install(n, from, p, payload);
+        set_map(n, p, DSM_PROT_READ);
+        set_cstate(n, p, C_S);
+        send(n, from, DSM_UNBLOCK, DSM_MODE_S, p, NO_DATA);
+        n->ops.wake(n->ops.ctx, p); /* the host maps it now: no fault later */
+        make_room(n, p);
+        return 0;
     case DSM_PUT_ACK:
         if (st != C_MI)
             return -EPROTO;
@@ -367,9 +392,57 @@ static void grant_m(struct dsm_node *n, uint64_t p)
         send(n, d->req, DSM_DATA, DSM_MODE_M, p, WITH_DATA);
 }
 
+/* ---- batching ---------------------------------------------------------- */
+
+/* A page the home may push to node r: homed here, at rest, nobody waiting
+ * for it, r without a copy, and its latest data in the home's memory (the
+ * home owns it, or it is read-shared). */
+static bool pushable(const struct dsm_node *n, uint64_t q, int r)
+{
+    if (q >= n->npages || n->home_of(n->hctx, q) != n->self)
+        return false;
+    const struct dsm_dir *d = &n->dir[q];
+    if (d->busy || d->held || d->want_s || d->want_m || d->want_put)
+        return false;
+    if (d->state == D_M)
+        return d->owner == n->self && n->cache[q] == C_M;
+    return !(d->sharers & bit(r));
+}
+
+static void push_one(struct dsm_node *n, uint64_t q, int r)
+{
+    struct dsm_dir *d = &n->dir[q];
+    if (d->state == D_M) { /* the home's own write access goes first */
+        set_map(n, q, DSM_PROT_READ);
+        set_cstate(n, q, C_S);
+        d->state = D_S;
+        d->sharers = bit(n->self);
+    }
+    d->busy = d->push = 1;
+    d->since = n->ops.now_ns(n->ops.ctx);
+    d->req = (uint8_t)r;
+    d->kind = DSM_GETS;
+    d->req_copy = 0;
+    d->acks = d->wb = 0;
+    d->sharers |= bit(r);
+    n->stats.pushes_sent++;
+    send(n, r, DSM_PUSH, DSM_MODE_S, q, WITH_DATA);
+}
+
+/* Node r asked for a read copy of page p: the pages after it are likely
+ * next (code, a scan, page structures). */
+static void push_after(struct dsm_node *n, uint64_t p, int r)
+{
+    for (uint64_t q = p + 1; q <= p + n->push; q++)
+        if (pushable(n, q, r))
+            push_one(n, q, r);
+}
+
 static void start(struct dsm_node *n, uint64_t p, int req, uint8_t kind, bool has_copy)
 {
     struct dsm_dir *d = &n->dir[p];
+    if (kind == DSM_GETS && req != n->self && n->push)
+        push_after(n, p, req);
     d->busy = 1;
     d->since = n->ops.now_ns(n->ops.ctx);
     d->req = (uint8_t)req;
@@ -588,7 +661,14 @@ static int dir_msg(struct dsm_node *n, int from, const struct dsm_msg *m, const 
         if (!d->busy || d->req != from || d->acks || d->wb)
             return -EPROTO;
         d->busy = 0;
-        {
+        if (d->push) {
+            /* Not a transaction anyone waited for: no effect on the
+             * average, and no hold window for a copy nobody used yet. */
+            d->push = 0;
+            if (m->mode != DSM_MODE_S)
+                d->sharers &= ~bit(from);
+            d->since = 0;
+        } else {
             uint64_t now = n->ops.now_ns(n->ops.ctx), dt = now - d->since;
             /* Moving average over ~8 transactions (see hold_ns). */
             n->txn_avg_ns = n->txn_avg_ns ? n->txn_avg_ns - n->txn_avg_ns / 8 + dt / 8 : dt;
@@ -633,7 +713,7 @@ static bool to_directory(uint8_t type)
 
 static bool carries_data(uint8_t type)
 {
-    return type == DSM_DATA || type == DSM_WB_DATA || type == DSM_PUTM;
+    return type == DSM_DATA || type == DSM_WB_DATA || type == DSM_PUTM || type == DSM_PUSH;
 }
 
 static int drop(struct dsm_node *n, enum dsm_drop why)

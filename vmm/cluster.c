@@ -260,6 +260,7 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
         snprintf(err, errlen, "cannot attach the DSM to guest memory: %s", strerror(-r));
         return r;
     }
+    dsm_set_push(&vm->dsm->eng, vm->cfg.dsm_push);
     if (!vm->dsm->continue_wp)
         fprintf(stderr, "amalgam node %d: this kernel cannot map a guest page read-only on a "
                 "fault (needs Linux 6.4): every page this node touches is taken exclusive, "
@@ -305,7 +306,8 @@ static void print_stats(const struct vm *vm)
                      "%llu invalidations sent, %llu received, %llu recalls sent, %llu received, "
                      "%llu KiB moved, %llu evictions (%llu written back), %llu pages cached, "
                      "%llu userfaultfd events, %llu bad messages, %llu requests held (window "
-                     "%.0f us), read-only sharing %s; fault service time in us:",
+                     "%.0f us), %llu pages pushed, %llu kept (%llu declined), read-only sharing %s; "
+                     "fault service time in us:",
                      vm->node, (unsigned long long)s->read_faults,
                      (unsigned long long)s->write_faults, (unsigned long long)s->upgrades,
                      (unsigned long long)s->inv_sent, (unsigned long long)s->inv_received,
@@ -316,6 +318,8 @@ static void print_stats(const struct vm *vm)
                      (unsigned long long)vm->dsm->uffd_events,
                      (unsigned long long)atomic_load(&vm->bad_msgs),
                      (unsigned long long)s->holds, dsm_hold_base_ns(&vm->dsm->eng) / 1e3,
+                     (unsigned long long)s->pushes_sent, (unsigned long long)s->pushes_kept,
+                     (unsigned long long)s->pushes_declined,
                      vm->dsm->continue_wp ? "on" : "off (kernel before 6.4)");
     for (int b = 0; b < DSM_HIST_BUCKETS && o > 0 && (size_t)o < sizeof buf; b++)
         if (s->service_ns_log2[b])

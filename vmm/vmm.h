@@ -44,6 +44,7 @@ struct vm_config {
     const char *placement;
     const char *distance;
     uint64_t dsm_cache; /* bytes of other nodes' pages cached here; 0: no limit */
+    unsigned dsm_push;  /* batching: pages sent along with a read copy (dsm_set_push) */
 };
 
 struct vm;

@@ -57,13 +57,14 @@ struct model {
     struct vcpu cpu[NODES][VCPUS];
     uint64_t clock, seq, reads, writes, steps, drops;
     unsigned seed;
+    bool block_homes; /* pages 0-1 homed on node 0, 2-3 on 1, 4-5 on 2 */
     char err[256];
 };
 
 static int home_of(void *h, uint64_t page)
 {
-    (void)h;
-    return (int)(page % NODES);
+    const struct model *w = h;
+    return w && w->block_homes ? (int)(page / 2) : (int)(page % NODES);
 }
 
 static int m_send(void *c, int dst, const struct dsm_msg *m, const void *payload)
@@ -122,29 +123,36 @@ static uint64_t m_now(void *c)
 static void m_drop(void *c, uint64_t page)
 {
     struct nodectx *x = c;
-    ck_assert_msg(home_of(NULL, page) != x->id, "seed %u: node %d dropped its own home page",
+    ck_assert_msg(home_of(x->w, page) != x->id, "seed %u: node %d dropped its own home page",
                   x->w->seed, x->id);
     ck_assert_int_eq(x->w->prot[x->id][page], DSM_PROT_NONE);
     memset(x->w->data[x->id][page], 0xdd, DSM_PAGE_SIZE);
     x->w->drops++;
 }
 
-static struct model *model_new_cache(unsigned seed, uint64_t cache_limit)
+static struct model *model_new_push(unsigned seed, uint64_t cache_limit, unsigned push)
 {
     struct model *w = calloc(1, sizeof *w);
     w->bag = calloc(MAXMSG, sizeof *w->bag);
     w->seed = seed;
+    w->block_homes = push > 0; /* so that a page's neighbour has the same home */
     w->clock = 1000000; /* as a host's clock: pages at rest since "long ago" */
     for (int i = 0; i < NODES; i++) {
         w->ctx[i] = (struct nodectx){w, i};
         struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_read, m_write, m_wake, m_now, m_drop};
-        ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, NULL, &ops), 0);
+        ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, w, &ops), 0);
         dsm_set_cache_limit(&w->node[i], cache_limit);
         dsm_set_hold(&w->node[i], HOLD_MIN, HOLD_MAX);
+        dsm_set_push(&w->node[i], push);
         for (int p = 0; p < PAGES; p++)
-            w->prot[i][p] = home_of(NULL, (uint64_t)p) == i ? DSM_PROT_WRITE : DSM_PROT_NONE;
+            w->prot[i][p] = home_of(w, (uint64_t)p) == i ? DSM_PROT_WRITE : DSM_PROT_NONE;
     }
     return w;
+}
+
+static struct model *model_new_cache(unsigned seed, uint64_t cache_limit)
+{
+    return model_new_push(seed, cache_limit, 0);
 }
 
 static struct model *model_new(unsigned seed)
@@ -361,6 +369,43 @@ static void bounded_run(uint64_t limit)
     model_free(w);
 }
 
+/* Batching: homes push the next page with every read copy they serve.
+ * Pushes race requests for the same page (declined), invalidations and
+ * recalls that follow them, and evictions; coherence must hold throughout
+ * (run_random checks every read and the single-writer rule). */
+static void push_run(uint64_t limit)
+{
+    unsigned seed = pick_seed();
+    struct model *w = model_new_push(seed, limit, 1);
+    run_random(w, 120000);
+    uint64_t sent = 0, kept = 0, declined = 0, inv = 0;
+    for (int i = 0; i < NODES; i++) {
+        const struct dsm_node *n = &w->node[i];
+        sent += n->stats.pushes_sent;
+        kept += n->stats.pushes_kept;
+        declined += n->stats.pushes_declined;
+        inv += n->stats.inv_received;
+        for (int d = 0; d < DSM_DROP_COUNT; d++)
+            ck_assert_uint_eq(n->stats.dropped[d], 0);
+    }
+    printf("dsm model, push 1, cache limit %llu: seed %u, %llu reads, %llu writes, %llu pushes "
+           "(%llu kept, %llu declined)\n", (unsigned long long)limit, seed,
+           (unsigned long long)w->reads, (unsigned long long)w->writes, (unsigned long long)sent,
+           (unsigned long long)kept, (unsigned long long)declined);
+    ck_assert_uint_ge(w->reads + w->writes, 100000);
+    ck_assert_uint_eq(sent, kept + declined); /* every push answered */
+    ck_assert_uint_gt(kept, 1000);            /* the race paths really ran */
+    ck_assert_uint_gt(declined, 10);
+    ck_assert_uint_gt(inv, 100);
+    model_free(w);
+}
+
+START_TEST(random_interleavings_push) { push_run(0); }
+END_TEST
+
+START_TEST(random_interleavings_push_cache_1) { push_run(1); }
+END_TEST
+
 START_TEST(random_interleavings_cache_1) { bounded_run(1); }
 END_TEST
 
@@ -398,6 +443,32 @@ static void drain(struct model *w)
         check_swmr(w);
     }
 }
+
+/* A node that reads a page finds the next one already mapped: no fault,
+ * no request. And the home, having given up write access to the pushed
+ * page, upgrades before it writes it. */
+START_TEST(push_saves_the_next_fault)
+{
+    struct model *w = model_new_push(1, 0, 1);
+    struct vcpu *c = op(w, 3, 0, 0, false); /* node 3 reads page 0 (home 0) */
+    drain(w);
+    ck_assert(!c->busy);
+    ck_assert_int_eq(w->prot[3][1], DSM_PROT_READ); /* page 1 came along */
+    ck_assert_int_eq(w->prot[0][1], DSM_PROT_READ);
+    ck_assert_uint_eq(w->node[0].stats.pushes_sent, 1);
+    ck_assert_uint_eq(w->node[3].stats.pushes_kept, 1);
+    c = op(w, 3, 0, 1, false);
+    ck_assert(!c->busy); /* no fault */
+    ck_assert_uint_eq(w->node[3].stats.read_faults, 1);
+    ck_assert_int_eq(memcmp(w->data[3][1], w->data[0][1], DSM_PAGE_SIZE), 0);
+    c = op(w, 0, 0, 1, true); /* the home writes it: node 3's copy goes */
+    drain(w);
+    ck_assert(!c->busy);
+    ck_assert_int_eq(w->prot[3][1], DSM_PROT_NONE);
+    ck_assert_uint_eq(w->node[0].stats.upgrades, 1);
+    model_free(w);
+}
+END_TEST
 
 START_TEST(local_faults_coalesce)
 {
@@ -623,6 +694,9 @@ int main(void)
     tcase_add_test(t, random_interleavings);
     tcase_add_test(t, random_interleavings_cache_1);
     tcase_add_test(t, random_interleavings_cache_2);
+    tcase_add_test(t, random_interleavings_push);
+    tcase_add_test(t, random_interleavings_push_cache_1);
+    tcase_add_test(t, push_saves_the_next_fault);
     tcase_add_test(t, contended_page_makes_progress);
     tcase_add_test(t, local_faults_coalesce);
     tcase_add_test(t, invalidation_races_upgrade);
