@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "clock/clock.h"
 #include "dsm/tools.h"
 #include "interconnect/tools.h"
 #include "vmm/vmm.h"
@@ -41,9 +42,9 @@ int dsm_cmp_u64(const void *a, const void *b)
 /* Guest TSC runs at the host's rate under KVM: measure it here. */
 static double tsc_ghz(void)
 {
-    uint64_t t0 = vmm_now_ns(), c0 = __rdtsc();
+    uint64_t t0 = clock_now_ns(), c0 = __rdtsc();
     usleep(200000);
-    return (double)(__rdtsc() - c0) / (double)(vmm_now_ns() - t0);
+    return (double)(__rdtsc() - c0) / (double)(clock_now_ns() - t0);
 }
 
 struct floor_ctx {
@@ -89,9 +90,9 @@ static int uffd_floor_ns(uint64_t *p50)
     pthread_create(&t, NULL, resolver, &f);
     static uint64_t lat[FLOOR_PAGES];
     for (int i = 0; i < FLOOR_PAGES; i++) {
-        uint64_t t0 = vmm_now_ns();
+        uint64_t t0 = clock_now_ns();
         (void)*(volatile uint8_t *)(guest + (size_t)i * 4096);
-        lat[i] = vmm_now_ns() - t0;
+        lat[i] = clock_now_ns() - t0;
     }
     f.stop = 1;
     pthread_join(t, NULL);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "dsm/host.h"
 #include "dsm/tools.h"
 #include "interconnect/tools.h"
@@ -77,20 +78,13 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
         dsm_host_on_message(&c->host, h, payload);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static void *progress(void *arg)
 {
     struct check *c = arg;
     uint64_t last = 0;
     while (!c->stop) {
         int n = dsm_host_poll(&c->host) + ic_poll(c->ic, on_message, c, 64);
-        uint64_t t = now_ns();
+        uint64_t t = clock_now_ns();
         dsm_host_pace(&c->host, n, t);
         if (t - last > 50000000ULL) {
             last = t;
@@ -160,12 +154,12 @@ static void bench_faults(struct check *c)
             if (k == 2)
                 p += c->per_rank; /* rank 1's home */
             volatile uint64_t *w = (volatile uint64_t *)(c->guest + p * DSM_PAGE_SIZE);
-            uint64_t t0 = now_ns();
+            uint64_t t0 = clock_now_ns();
             if (k == 1)
                 *w = p;
             else
                 (void)*w;
-            c->bench_ns[k][i] = now_ns() - t0;
+            c->bench_ns[k][i] = clock_now_ns() - t0;
         }
 }
 
@@ -230,9 +224,9 @@ static void *work(void *arg)
 
 static int wait_flag(struct check *c, int *flag, int want, int seconds)
 {
-    uint64_t end = now_ns() + (uint64_t)seconds * 1000000000ULL;
+    uint64_t end = clock_now_ns() + (uint64_t)seconds * 1000000000ULL;
     while (__atomic_load_n(flag, __ATOMIC_SEQ_CST) < want) {
-        if (c->stop || now_ns() > end)
+        if (c->stop || clock_now_ns() > end)
             return c->dead >= 0 ? -EPIPE : -ETIMEDOUT;
         usleep(1000);
     }
@@ -316,7 +310,7 @@ static int run(struct check *c, const struct ic_config *cfg)
         ic_send(c->ic, 0, T_READY, 0, 0, NULL, 0);
         r = wait_flag(c, &c->go, 1, 60);
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = clock_now_ns();
     for (int i = 0; i < c->threads; i++) {
         w[i] = (struct worker){c, cfg->rank * c->threads + i};
         pthread_create(&thr[i], NULL, work, &w[i]);
@@ -339,7 +333,7 @@ static int run(struct check *c, const struct ic_config *cfg)
         pthread_join(thr[i], NULL);
     uint64_t bad = c->bad_pages;
     r = c->verify_result;
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(clock_now_ns() - t0) / 1e9;
     int r2 = barrier(c, 2); /* nobody leaves while another still reads */
     r = r ?: r2;
     if (r == 0 && bad)

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "dsm/host.h"
 
 #ifndef MADV_POPULATE_WRITE
@@ -146,9 +147,7 @@ static void op_drop(void *ctx, uint64_t page)
 static uint64_t op_now(void *ctx)
 {
     (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+    return clock_now_ns();
 }
 
 /* ---- resolving faults ----------------------------------------------------- */

@@ -17,15 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "interconnect/interconnect.h"
 #include "interconnect/tools.h"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -176,18 +170,18 @@ static void bench_handler(void *ctx, const struct ic_hdr *h, const void *p)
  * gives up when a live peer sends nothing for 10 s (a lost message). */
 static int spin_until(struct bench *b, volatile uint64_t *counter, uint64_t target)
 {
-    uint64_t last_tick = 0, start = now_ns(), seen = *counter + b->pings;
+    uint64_t last_tick = 0, start = clock_now_ns(), seen = *counter + b->pings;
     while (*counter < target) {
         if (*counter + b->pings != seen) {
             seen = *counter + b->pings;
-            start = now_ns();
-        } else if (now_ns() - start > 10000000000ULL) {
+            start = clock_now_ns();
+        } else if (clock_now_ns() - start > 10000000000ULL) {
             return -ETIMEDOUT;
         }
         int r = ic_poll(b->ic, bench_handler, b, 64);
         if (r < 0)
             return r;
-        uint64_t t = now_ns();
+        uint64_t t = clock_now_ns();
         if (t - last_tick > 50000000ULL) {
             last_tick = t;
             if (ic_tick(b->ic, t) < 0)
@@ -201,17 +195,17 @@ static int bench_rank0(struct bench *b, long iters, uint64_t *lat)
 {
     const long warm = iters / 10 + 10;
     for (long i = 0; i < warm + iters; i++) {
-        uint64_t t0 = now_ns(), want = b->pongs + 1;
+        uint64_t t0 = clock_now_ns(), want = b->pongs + 1;
         int r = ic_send(b->ic, 1, IC_T_PING, (uint64_t)i, 0, b->payload, b->size);
         if (r < 0 || (r = spin_until(b, &b->pongs, want)) < 0)
             return r;
         if (i >= warm)
-            lat[i - warm] = (now_ns() - t0) / 2;
+            lat[i - warm] = (clock_now_ns() - t0) / 2;
     }
     /* Streaming in windows acknowledged by the receiver: libfabric's shm
      * provider (1.17) was seen to lose messages when far more arrive than
      * the receiver has buffers posted. */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = clock_now_ns();
     for (uint64_t i = 0; i < b->stream_n;) {
         uint64_t want = b->pongs + 1;
         for (uint64_t k = 0; k < STREAM_WINDOW && i < b->stream_n; k++, i++) {
@@ -223,7 +217,7 @@ static int bench_rank0(struct bench *b, long iters, uint64_t *lat)
         if (r < 0)
             return r;
     }
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(clock_now_ns() - t0) / 1e9;
     qsort(lat, (size_t)iters, sizeof *lat, cmp_u64);
     printf("{\"bench\":\"fabric\",\"provider\":\"%s\",\"size\":%u,\"iters\":%ld,"
            "\"one_way_us\":{\"p50\":%.2f,\"p99\":%.2f},\"bandwidth_MBps\":%.1f}\n",
@@ -346,7 +340,7 @@ static int read_until(int fd, char *out, size_t outlen, uint64_t deadline_ns)
 {
     size_t n = 0;
     for (;;) {
-        uint64_t now = now_ns();
+        uint64_t now = clock_now_ns();
         if (now >= deadline_ns)
             return -ETIMEDOUT;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -389,7 +383,7 @@ static int run_bench_child(const char *fabric, uint32_t size, char *out, size_t 
     }
     setpgid(pid, pid);
     close(fd[1]);
-    int r = read_until(fd[0], out, outlen, now_ns() + MEASURE_TIMEOUT_MS * 1000000ULL);
+    int r = read_until(fd[0], out, outlen, clock_now_ns() + MEASURE_TIMEOUT_MS * 1000000ULL);
     close(fd[0]);
     if (r == -ETIMEDOUT)
         kill(-pid, SIGKILL);

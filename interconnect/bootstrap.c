@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "interconnect/bootstrap.h"
 #include "proto/bootstrap.pb-c.h"
 
@@ -22,9 +23,7 @@
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return clock_now_ns() / 1000000;
 }
 
 static int resolve(const struct ic_config *c, struct sockaddr_storage *sa, socklen_t *len)

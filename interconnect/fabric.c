@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "clock/clock.h"
 #include "interconnect/bootstrap.h"
 #include "interconnect/interconnect.h"
 
@@ -104,13 +105,6 @@ struct ic {
     struct ic_stats stats;
     struct ic_clock clock[IC_MAX_RANKS]; /* under lock */
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static const char *prov_string(enum ic_provider p)
 {
@@ -279,7 +273,7 @@ int ic_open(const struct ic_config *c, struct ic **out, char *err, size_t errlen
         r = -EIO;
         goto fail;
     }
-    uint64_t t = now_ns();
+    uint64_t t = clock_now_ns();
     for (int i = 0; i < c->size; i++)
         ic->last_heard[i] = t;
     ic->last_hb = t;
@@ -321,8 +315,8 @@ static int send_locked(struct ic *ic, int dst, const struct ic_hdr *h, const voi
     while (ic->nfree == 0) {
         reap_tx(ic);
         if (!start)
-            start = now_ns();
-        else if (now_ns() - start > SEND_TIMEOUT_NS)
+            start = clock_now_ns();
+        else if (clock_now_ns() - start > SEND_TIMEOUT_NS)
             return -ETIMEDOUT;
     }
     struct slot *s = ic->free_tx[--ic->nfree];
@@ -340,12 +334,12 @@ static int send_locked(struct ic *ic, int dst, const struct ic_hdr *h, const voi
         ssize_t r = fi_tsenddata(ic->ep, s->buf, len, ic->desc, data, ic->peer[dst], tag, &s->ctx);
         if (r == 0)
             break;
-        if (r != -FI_EAGAIN || (start && now_ns() - start > SEND_TIMEOUT_NS)) {
+        if (r != -FI_EAGAIN || (start && clock_now_ns() - start > SEND_TIMEOUT_NS)) {
             ic->free_tx[ic->nfree++] = s;
             return r == -FI_EAGAIN ? -ETIMEDOUT : -EIO;
         }
         if (!start)
-            start = now_ns();
+            start = clock_now_ns();
         reap_tx(ic);
         fi_cq_read(ic->rxcq, NULL, 0); /* some providers progress only here */
     }
@@ -378,7 +372,7 @@ static const char *const drop_name[IC_DROP_COUNT] = {
 static void note_drop(struct ic *ic, enum ic_drop why, int from)
 {
     ic->stats.dropped[why]++;
-    uint64_t t = now_ns();
+    uint64_t t = clock_now_ns();
     if (t - ic->last_log < LOG_EVERY_NS)
         return;
     ic->last_log = t;
@@ -455,7 +449,7 @@ int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_h
                      uint64_t *samples)
 {
     for (int i = 0; i < probes && !(cancel && atomic_load(cancel)); i++) {
-        uint64_t before = 0, n = 0, t0 = now_ns();
+        uint64_t before = 0, n = 0, t0 = clock_now_ns();
         ic_clock_offset(ic, peer, offset, rtt, &before);
         if (ic_clock_probe(ic, peer) < 0)
             break;
@@ -465,7 +459,7 @@ int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_h
             if (!fn)
                 usleep(20);
             ic_clock_offset(ic, peer, offset, rtt, &n);
-        } while (n == before && now_ns() - t0 < wait_ns);
+        } while (n == before && clock_now_ns() - t0 < wait_ns);
     }
     return ic_clock_offset(ic, peer, offset, rtt, samples);
 }
@@ -497,7 +491,7 @@ static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_en
     } else {
         ic->stats.received++;
         ic->stats.bytes_received += len;
-        ic->last_heard[h.src_rank] = now_ns();
+        ic->last_heard[h.src_rank] = clock_now_ns();
         ic->heard[h.src_rank] = true;
         if (h.type == IC_T_BYE)
             ic->departed[h.src_rank] = true;
@@ -623,8 +617,8 @@ void ic_close(struct ic *ic)
             if (r != ic->cfg.rank && !ic->departed[r] && r != ic->dead && ic->last_hb)
                 send_nowait(ic, r, IC_T_BYE);
         /* Let the goodbyes leave before the endpoint goes. */
-        uint64_t t = now_ns();
-        while (ic->nfree < NTX && now_ns() - t < 200000000ULL)
+        uint64_t t = clock_now_ns();
+        while (ic->nfree < NTX && clock_now_ns() - t < 200000000ULL)
             reap_tx(ic);
         fi_close(&ic->ep->fid);
     }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock/clock.h"
 #include "interconnect/tools.h"
 
 struct check {
@@ -19,13 +20,6 @@ struct check {
     int got[IC_MAX_RANKS];
     int bad;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static uint8_t pattern(int src, int dst, int i)
 {
@@ -50,9 +44,9 @@ static void on_msg(void *ctx, const struct ic_hdr *h, const void *p)
 static int run_until(struct ic *ic, struct check *c, uint64_t deadline, bool (*done)(struct check *, int))
 {
     while (!done(c, ic_size(ic))) {
-        if (ic_poll(ic, on_msg, c, 64) < 0 || ic_tick(ic, now_ns()) < 0)
+        if (ic_poll(ic, on_msg, c, 64) < 0 || ic_tick(ic, clock_now_ns()) < 0)
             return -EPIPE;
-        if (now_ns() > deadline)
+        if (clock_now_ns() > deadline)
             return -ETIMEDOUT;
         ic_wait(ic, 10, -1);
     }
@@ -117,11 +111,11 @@ static int exchange(struct ic *ic, struct check *c, int hold_s, bool same_clock)
         if (r < 0)
             return r;
     }
-    int r = run_until(ic, c, now_ns() + 20000000000ULL, all_arrived);
+    int r = run_until(ic, c, clock_now_ns() + 20000000000ULL, all_arrived);
     if (r == 0 && hold_s > 0) {
         printf("fabric-check: rank %d: exchanged with every peer; holding %d s\n", c->rank, hold_s);
         fflush(stdout);
-        r = run_until(ic, c, now_ns() + (uint64_t)hold_s * 1000000000ULL, never);
+        r = run_until(ic, c, clock_now_ns() + (uint64_t)hold_s * 1000000000ULL, never);
         if (r == -ETIMEDOUT)
             r = 0;
     }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "clock/clock.h"
 #include "numa/numa.h"
 
 int numa_distance_from_latency(double local_ns, double remote_ns)
@@ -17,13 +18,6 @@ int numa_distance_from_latency(double local_ns, double remote_ns)
 
 #define CHASE_BYTES (64u << 20) /* well beyond any last-level cache */
 #define CHASE_STEPS 2000000
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 /* One random cycle through every slot (Sattolo's shuffle), so that each
  * load depends on the last and the prefetchers cannot guess the next. */
@@ -55,10 +49,10 @@ int numa_measure_local_ns(double *ns)
         mem[i * stride] = cyc[i] * stride;
     free(cyc);
     size_t q = 0;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = clock_now_ns();
     for (int i = 0; i < CHASE_STEPS; i++)
         q = mem[q];
-    uint64_t t1 = now_ns();
+    uint64_t t1 = clock_now_ns();
     /* Storing the end of the chain keeps the compiler from dropping it. */
     volatile size_t sink = q;
     (void)sink;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "clock/clock.h"
 #include "dsm/host.h"
 #include "vmm/cluster.h"
 #include "vmm/vm.h"
@@ -134,7 +135,7 @@ static void *progress(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     while (!atomic_load(&vm->stopping)) {
         int n = dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64);
-        uint64_t t = vmm_now_ns();
+        uint64_t t = clock_now_ns();
         if (t - last > 50000000ULL) {
             last = t;
             if (dsm_host_errors(vm->dsm)) {
@@ -154,8 +155,8 @@ static void *progress(void *arg)
     /* Drain a little longer so that a stop we sent reaches the others, and
      * serve faults until the vCPU threads are gone (one may be leaving
      * KVM_RUN through a page this loop must map), for at most 2 s. */
-    uint64_t t0 = vmm_now_ns(), t;
-    while ((t = vmm_now_ns()) - t0 < 200000000ULL ||
+    uint64_t t0 = clock_now_ns(), t;
+    while ((t = clock_now_ns()) - t0 < 200000000ULL ||
            (!atomic_load(&vm->vcpus_joined) && t - t0 < 2000000000ULL))
         if (dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64) == 0)
             ic_wait(vm->cfg.ic, 5, vm->dsm->uffd);
@@ -225,11 +226,11 @@ static int sync_tsc(struct vm *vm, char *err, size_t errlen)
             }
         return vm_set_tsc_reference(vm, ref, err, errlen);
     }
-    uint64_t t0 = vmm_now_ns();
+    uint64_t t0 = clock_now_ns();
     while (!atomic_load(&vm->tsc_ref_known)) {
         if (atomic_load(&vm->stopping))
             return 0; /* the run is over already; its reason is recorded */
-        if (vmm_now_ns() - t0 > TSC_WAIT_NS) {
+        if (clock_now_ns() - t0 > TSC_WAIT_NS) {
             snprintf(err, errlen, "node 0 sent no TSC reference within %llu s",
                      TSC_WAIT_NS / 1000000000ULL);
             return -ETIMEDOUT;

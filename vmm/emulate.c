@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "vmm/emulate.h"
 #include "vmm/kvm.h"
 #include "vmm/vm.h"
@@ -25,11 +26,11 @@ static int probe_run(int vm_fd, int vcpu_fd, struct kvm_run *run, double *ns)
     int r = x86_enter_sipi(vcpu_fd, 0);
     if (r < 0)
         return r;
-    uint64_t t0 = vmm_now_ns();
+    uint64_t t0 = clock_now_ns();
     do {
         r = ioctl(vcpu_fd, KVM_RUN, 0);
     } while (r < 0 && errno == EINTR);
-    uint64_t t1 = vmm_now_ns();
+    uint64_t t1 = clock_now_ns();
     (void)vm_fd;
     if (r < 0)
         return -errno;

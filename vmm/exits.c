@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clock/clock.h"
 #include "vmm/cluster.h"
 #include "vmm/vm.h"
 
@@ -67,7 +68,7 @@ static void log_unknown_port(struct vm *vm, uint16_t port, bool write)
 static uint32_t pm_io(struct vm *vm, uint16_t port, int size, bool write, uint32_t val)
 {
     if (port >= PM_TMR && port < PM_TMR + 4) {
-        uint64_t ticks = (vmm_now_ns() - vm->pm_timer_base_ns) * PM_TIMER_HZ / 1000000000ULL;
+        uint64_t ticks = (clock_now_ns() - vm->pm_timer_base_ns) * PM_TIMER_HZ / 1000000000ULL;
         return (uint32_t)(ticks & 0xffffff) >> (8 * (port - PM_TMR));
     }
     if (port == PM1A_CNT || port == PM1A_CNT + 1) {
@@ -170,9 +171,9 @@ static int lapic_mmio(struct vcpu *v, uint64_t off, bool write, uint8_t *data, i
     pthread_mutex_lock(&v->lock);
     if (write) {
         memcpy(&val, data, 4);
-        lapic_mmio_write(&v->lapic, off, val, vmm_now_ns(), &fx);
+        lapic_mmio_write(&v->lapic, off, val, clock_now_ns(), &fx);
     } else {
-        lapic_mmio_read(&v->lapic, off, &val, vmm_now_ns());
+        lapic_mmio_read(&v->lapic, off, &val, clock_now_ns());
         memcpy(data, &val, 4);
     }
     pthread_mutex_unlock(&v->lock);
@@ -235,7 +236,7 @@ int handle_rdmsr(struct vcpu *v)
     int r = -EINVAL;
     if (lapic_handles_msr(run->msr.index)) {
         pthread_mutex_lock(&v->lock);
-        r = lapic_msr_read(&v->lapic, run->msr.index, &val, vmm_now_ns());
+        r = lapic_msr_read(&v->lapic, run->msr.index, &val, clock_now_ns());
         pthread_mutex_unlock(&v->lock);
     }
     run->msr.data = val;
@@ -250,7 +251,7 @@ int handle_wrmsr(struct vcpu *v)
     int r = -EINVAL;
     if (lapic_handles_msr(run->msr.index)) {
         pthread_mutex_lock(&v->lock);
-        r = lapic_msr_write(&v->lapic, run->msr.index, run->msr.data, vmm_now_ns(), &fx);
+        r = lapic_msr_write(&v->lapic, run->msr.index, run->msr.data, clock_now_ns(), &fx);
         pthread_mutex_unlock(&v->lock);
     }
     run->msr.error = r < 0;

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "clock/clock.h"
 #include "vmm/emulate.h"
 #include "vmm/vm.h"
 #include "vmm/x86_setup.h"
@@ -115,7 +116,7 @@ static int prepare_entry(struct vcpu *v)
 {
     struct kvm_run *run = v->run;
     pthread_mutex_lock(&v->lock);
-    uint64_t deadline = lapic_timer_poll(&v->lapic, vmm_now_ns());
+    uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
     if (v->lapic.nmi_pending) {
         v->lapic.nmi_pending = false;
         ioctl(v->fd, KVM_NMI);
@@ -146,7 +147,7 @@ static void halt(struct vcpu *v)
     bool if_flag = v->run->if_flag;
     while (!atomic_load(&v->vm->stopping)) {
         pthread_mutex_lock(&v->lock);
-        uint64_t deadline = lapic_timer_poll(&v->lapic, vmm_now_ns());
+        uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
         bool wake = v->lapic.nmi_pending || v->lapic.init_pending ||
                     (if_flag && lapic_pending_irq(&v->lapic) >= 0);
         pthread_mutex_unlock(&v->lock);
@@ -253,7 +254,7 @@ static void bench_before_entry(struct vcpu *v, uint64_t exit_ns)
         v->run->io.port != VMM_PORT_BENCH || b->n >= b->cap)
         return;
     if (b->round_trip_ns[b->n]) {
-        b->dispatch_ns[b->n] = vmm_now_ns() - exit_ns;
+        b->dispatch_ns[b->n] = clock_now_ns() - exit_ns;
         b->n++;
     }
 }
@@ -276,7 +277,7 @@ static void run_loop(struct vcpu *v)
         bench_before_entry(v, exit_ns);
         int r = ioctl(v->fd, KVM_RUN, 0);
         if (vm->bench)
-            exit_ns = vmm_now_ns();
+            exit_ns = clock_now_ns();
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 consume_kicks();

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "clock/clock.h"
 #include "vmm/boot.h"
 #include "vmm/cluster.h"
 #include "vmm/emulate.h"
@@ -20,13 +21,6 @@
 #include "vmm/x86_setup.h"
 
 #define MSR_IA32_TSC 0x10
-
-uint64_t vmm_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 int vmm_parse_size(const char *s, uint64_t *out)
 {
@@ -212,7 +206,7 @@ static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create vCPU %d: %s", id, strerror(-r));
         return r;
     }
-    struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = vmm_now_ns()};
+    struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
     kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
     lapic_init(&v->lapic, (uint32_t)id, id == 0, &clk);
     v->state = id == 0 ? VCPU_RUNNABLE : VCPU_WAIT_SIPI;
@@ -246,7 +240,7 @@ int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
         if (ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &attr) < 0 ||
             ioctl(v->fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
             r = kvm_set_msr(v->fd, MSR_IA32_TSC, __rdtsc() - ref);
-        struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = vmm_now_ns()};
+        struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
         r = r ?: kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
         if (r < 0) {
             snprintf(err, errlen, "cannot set vCPU %d's TSC: %s", i, strerror(-r));
@@ -362,7 +356,7 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     vm->node = cfg->ic ? ic_rank(cfg->ic) : 0;
     vm->nnodes = cfg->ic ? ic_size(cfg->ic) : 1;
     pthread_mutex_init(&vm->dev_lock, NULL);
-    vm->pm_timer_base_ns = vmm_now_ns();
+    vm->pm_timer_base_ns = clock_now_ns();
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
     vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof *vm->vcpus);
     *out = vm;

@@ -94,7 +94,5 @@ void vm_set_bench(struct vm *vm, struct vm_bench_samples *s);
 /* Parses sizes such as 256M, 1G, 4096K, 1048576: -EINVAL if malformed. */
 int vmm_parse_size(const char *s, uint64_t *out);
 
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t vmm_now_ns(void);
 
 #endif
