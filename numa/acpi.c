@@ -4,14 +4,15 @@
 #include <string.h>
 
 #include "numa/numa.h"
+#include "platform/platform.h"
 
-#define LAPIC_ADDR 0xFEE00000u
-#define IOAPIC_ADDR 0xFEC00000u
-#define SCI_IRQ 9
-#define PM1A_EVT 0x600
-#define PM1A_CNT 0x604
-#define PM_TMR 0x608
-#define RESET_PORT 0xCF9
+#define LAPIC_ADDR ((uint32_t)PLATFORM_LAPIC_BASE)
+#define IOAPIC_ADDR ((uint32_t)PLATFORM_IOAPIC_BASE)
+#define SCI_IRQ PLATFORM_SCI_IRQ
+#define PM1A_EVT PLATFORM_PM1A_EVT_PORT
+#define PM1A_CNT PLATFORM_PM1A_CNT_PORT
+#define PM_TMR PLATFORM_PM_TMR_PORT
+#define RESET_PORT PLATFORM_RESET_PORT
 
 struct builder {
     uint8_t *buf;

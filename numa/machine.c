@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "numa/numa.h"
-#include "vmm/memory.h"
+#include "platform/platform.h"
 
 #define SLICE_ALIGN (2ULL << 20)
 
@@ -89,7 +89,7 @@ static int set_distances(struct machine_desc *d, const char *spec, char *err, si
  * guest-physical ranges around the MMIO hole. */
 static void slice_memory(struct machine_desc *d)
 {
-    uint64_t low = d->mem_size < GMEM_LOW_LIMIT ? d->mem_size : GMEM_LOW_LIMIT;
+    uint64_t low = d->mem_size < PLATFORM_LOW_RAM_LIMIT ? d->mem_size : PLATFORM_LOW_RAM_LIMIT;
     uint64_t slice = d->mem_size / (uint64_t)d->nr_nodes / SLICE_ALIGN * SLICE_ALIGN;
     for (int k = 0; k < d->nr_nodes; k++) {
         uint64_t a = (uint64_t)k * slice;
@@ -101,7 +101,7 @@ static void slice_memory(struct machine_desc *d)
         }
         if (b > low) {
             uint64_t s = a > low ? a : low;
-            d->node_ranges[k][r++] = (struct numa_range){GMEM_HIGH_BASE + (s - low), b - s};
+            d->node_ranges[k][r++] = (struct numa_range){PLATFORM_HIGH_RAM_BASE + (s - low), b - s};
         }
         d->node_nr_ranges[k] = r;
     }
@@ -126,7 +126,7 @@ int numa_desc_build(struct machine_desc *d, int nodes, int vcpus, uint64_t mem_b
     d->nr_nodes = nodes;
     d->nr_vcpus = vcpus;
     d->mem_size = mem_bytes;
-    d->ioapic_id = (uint32_t)vcpus < 15 ? (uint32_t)vcpus : 15;
+    d->ioapic_id = platform_ioapic_id(vcpus);
     int r = place_vcpus(d, placement, err, errlen);
     r = r ?: set_distances(d, distance, err, errlen);
     if (r == 0)

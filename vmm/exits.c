@@ -6,6 +6,7 @@
  * MMIO: each vCPU's own xAPIC page at its APIC base, the IOAPIC page.
  * Anything else reads as all-ones and ignores writes, as an empty bus does;
  * with --verbose the first access to each unknown port is logged. */
+#include "platform/platform.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,13 +15,13 @@
 #include "vmm/cluster.h"
 #include "vmm/vm.h"
 
-#define PM1A_EVT 0x600
-#define PM1A_CNT 0x604
-#define PM_TMR 0x608
+#define PM1A_EVT PLATFORM_PM1A_EVT_PORT
+#define PM1A_CNT PLATFORM_PM1A_CNT_PORT
+#define PM_TMR PLATFORM_PM_TMR_PORT
 #define PM1_CNT_SCI_EN 0x0001
 #define PM1_CNT_SLP_EN 0x2000
-#define PM_TIMER_HZ 3579545ULL
-#define PORT_RESET_CTL 0xcf9
+#define PM_TIMER_HZ PLATFORM_PM_TIMER_HZ
+#define PORT_RESET_CTL PLATFORM_RESET_PORT
 #define PORT_KBD_CMD 0x64
 #define PORT_POST 0x80
 

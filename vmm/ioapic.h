@@ -8,13 +8,14 @@
 #ifndef AMALGAM_VMM_IOAPIC_H
 #define AMALGAM_VMM_IOAPIC_H
 
+#include "platform/platform.h"
 #include <stdint.h>
 
 #include "vmm/apic_bus.h"
 
-#define IOAPIC_DEFAULT_BASE 0xFEC00000ULL
-#define IOAPIC_MMIO_SIZE 0x1000ULL
-#define IOAPIC_PINS 24
+#define IOAPIC_DEFAULT_BASE PLATFORM_IOAPIC_BASE
+#define IOAPIC_MMIO_SIZE PLATFORM_IOAPIC_SIZE
+#define IOAPIC_PINS PLATFORM_IOAPIC_PINS
 
 struct ioapic {
     uint32_t id;

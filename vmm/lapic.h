@@ -20,13 +20,14 @@
 #ifndef AMALGAM_VMM_LAPIC_H
 #define AMALGAM_VMM_LAPIC_H
 
+#include "platform/platform.h"
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "vmm/apic_bus.h"
 
-#define LAPIC_DEFAULT_BASE 0xFEE00000ULL
-#define LAPIC_MMIO_SIZE 0x1000ULL
+#define LAPIC_DEFAULT_BASE PLATFORM_LAPIC_BASE
+#define LAPIC_MMIO_SIZE PLATFORM_LAPIC_SIZE
 /* Timer input clock before the divider: one tick per nanosecond. */
 #define LAPIC_TIMER_FREQ_HZ 1000000000ULL
 

@@ -13,12 +13,13 @@
 #ifndef AMALGAM_VMM_MEMORY_H
 #define AMALGAM_VMM_MEMORY_H
 
+#include "platform/platform.h"
 #include <stddef.h>
 #include <stdint.h>
 
-#define GMEM_LOW_LIMIT 0xC0000000ULL /* 3 GiB: the MMIO hole starts here */
-#define GMEM_HIGH_BASE 0x100000000ULL
-#define GMEM_PAGE_SIZE 4096ULL
+#define GMEM_LOW_LIMIT PLATFORM_LOW_RAM_LIMIT /* the MMIO hole starts here */
+#define GMEM_HIGH_BASE PLATFORM_HIGH_RAM_BASE
+#define GMEM_PAGE_SIZE PLATFORM_PAGE_SIZE
 
 struct guest_mem {
     int fd;

@@ -6,12 +6,13 @@
 #ifndef AMALGAM_VMM_UART_H
 #define AMALGAM_VMM_UART_H
 
+#include "platform/platform.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define UART_COM1_PORT 0x3F8
-#define UART_COM1_IRQ 4
+#define UART_COM1_PORT PLATFORM_COM1_PORT
+#define UART_COM1_IRQ PLATFORM_COM1_IRQ
 #define UART_RX_FIFO 64
 
 typedef void (*uart_output_fn)(void *ctx, uint8_t byte);

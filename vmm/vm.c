@@ -1,4 +1,5 @@
 /* The node's VM: creation, the main loop, stopping, interrupt routing. */
+#include "platform/platform.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -429,7 +430,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
         goto fail;
     for (int i = 0; i < vm->nr_vcpus; i++)
         vm->vcpus[i].local = vm->machine.vcpu_node[i] == vm->node;
-    ioapic_init(&vm->ioapic, (uint32_t)vm->nr_vcpus);
+    ioapic_init(&vm->ioapic, platform_ioapic_id(vm->nr_vcpus));
     uart_init(&vm->uart, console_out, vm);
     *out = vm;
     return 0;

@@ -13,6 +13,7 @@
 #ifndef AMALGAM_VMM_VMM_H
 #define AMALGAM_VMM_VMM_H
 
+#include "platform/platform.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,9 +24,9 @@ enum cpl0_mode { CPL0_AUTO = 0, CPL0_NATIVE, CPL0_EMULATED };
 #define VMM_MIN_MEM (32ULL << 20)
 
 /* Debug-exit port: an 8-bit OUT of v ends the run with exit status v. */
-#define VMM_PORT_DEBUG_EXIT 0x501
+#define VMM_PORT_DEBUG_EXIT PLATFORM_DEBUG_EXIT_PORT
 /* Bench port: writes are only counted (and timed by `bench vmexit`). */
-#define VMM_PORT_BENCH 0x502
+#define VMM_PORT_BENCH PLATFORM_BENCH_PORT
 
 struct vm_config {
     int nr_vcpus;

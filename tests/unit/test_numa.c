@@ -9,6 +9,8 @@
 
 #include "numa/numa.h"
 #include "tests/unit/unit.h"
+#include "platform/platform.h"
+#include "vmm/ioapic.h"
 #include "vmm/memory.h"
 
 #define MIB (1ULL << 20)
@@ -293,6 +295,34 @@ START_TEST(acpi_srat_slit_madt_contents)
 }
 END_TEST
 
+/* The MADT's IOAPIC entry and the IOAPIC device give the same id at every
+ * vCPU count (they once differed from 16 vCPUs on: min(n, 15) against
+ * n & 0xf). */
+START_TEST(madt_ioapic_id_matches_the_device)
+{
+    static const int counts[] = {1, 2, 14, 15, 16, 17, 32, 255};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        int n = counts[k];
+        struct seen s;
+        ck_assert_int_eq(build(1, n, 64 * MIB, NULL, NULL), 0);
+        walk(&s);
+        const uint8_t *e = s.madt + 44 + 8 * n; /* after the Local APIC entries */
+        ck_assert_int_eq(e[0], 1);             /* I/O APIC */
+        uint32_t addr;
+        memcpy(&addr, e + 4, 4);
+        ck_assert_uint_eq(addr, PLATFORM_IOAPIC_BASE);
+        struct ioapic io;
+        struct ioapic_out out;
+        uint32_t id;
+        ioapic_init(&io, platform_ioapic_id(n));
+        ioapic_mmio_write(&io, 0, 0, &out); /* IOREGSEL = 0: the ID register */
+        ioapic_mmio_read(&io, 0x10, &id);
+        ck_assert_msg(e[2] == ((id >> 24) & 0xf), "%d vCPUs: MADT says IOAPIC id %u, device %u",
+                      n, e[2], (id >> 24) & 0xf);
+    }
+}
+END_TEST
+
 START_TEST(acpi_max_vcpus_fit)
 {
     struct seen s;
@@ -390,6 +420,7 @@ int main(void)
     tcase_add_test(t, acpi_tables_and_checksums);
     tcase_add_test(t, acpi_srat_slit_madt_contents);
     tcase_add_test(t, acpi_max_vcpus_fit);
+    tcase_add_test(t, madt_ioapic_id_matches_the_device);
     tcase_add_test(t, acpi_walk_rejects_bad_pointers);
     tcase_add_test(t, acpi_checksum_detects_a_flip);
     tcase_add_test(t, distance_from_latency);
