@@ -63,7 +63,10 @@ static void answer_io(struct vm *vm, const struct ic_hdr *h)
         r = vm_ioapic_access(vm, (h->arg1 >> 32) & 0xfff, write, val);
     else
         r = vm_port_access(vm, port, size, write, val);
-    ic_send(vm->cfg.ic, h->src_rank, VM_T_IO_REPLY, h->arg0 >> 32, r, NULL, 0);
+    int e = ic_send(vm->cfg.ic, h->src_rank, VM_T_IO_REPLY, h->arg0 >> 32, r, NULL, 0);
+    if (e < 0) /* its vCPU would wait for the reply for ever */
+        vm_fail(vm, "node 0: cannot answer node %d's device access: %s", h->src_rank,
+                strerror(-e));
 }
 
 static void io_answered(struct vm *vm, const struct ic_hdr *h)
@@ -365,9 +368,16 @@ void cluster_send_ipi(struct vm *vm, const struct apic_msg *m)
         for (int n = 0; n < vm->nnodes; n++)
             to[n] = true; /* each node matches its own vCPUs' logical ids */
     }
-    for (int n = 0; n < vm->nnodes; n++)
-        if (to[n] && n != vm->node)
-            ic_send(vm->cfg.ic, n, VM_T_IPI, 0, 0, m, sizeof *m);
+    for (int n = 0; n < vm->nnodes; n++) {
+        if (!to[n] || n == vm->node)
+            continue;
+        int e = ic_send(vm->cfg.ic, n, VM_T_IPI, 0, 0, m, sizeof *m);
+        if (e < 0) { /* a lost IPI hangs the guest later, far from here */
+            vm_fail(vm, "node %d: cannot send an interprocessor interrupt (vector %#x) to node "
+                    "%d: %s", vm->node, m->vector, n, strerror(-e));
+            return;
+        }
+    }
 }
 
 static uint32_t forward(struct vcpu *v, uint64_t arg0, uint64_t arg1)

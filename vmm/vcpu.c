@@ -118,8 +118,16 @@ static int prepare_entry(struct vcpu *v)
     pthread_mutex_lock(&v->lock);
     uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
     if (v->lapic.nmi_pending) {
-        v->lapic.nmi_pending = false;
-        ioctl(v->fd, KVM_NMI);
+        /* Kept pending if KVM is busy with one (EBUSY) or interrupted. */
+        if (ioctl(v->fd, KVM_NMI) == 0) {
+            v->lapic.nmi_pending = false;
+        } else if (errno != EBUSY && errno != EINTR && errno != EAGAIN) {
+            int e = errno;
+            v->lapic.nmi_pending = false;
+            pthread_mutex_unlock(&v->lock);
+            vm_fail(v->vm, "vCPU %d: KVM refused to inject an NMI: %s", v->id, strerror(e));
+            return -EIO;
+        }
     }
     int vec = lapic_pending_irq(&v->lapic);
     run->request_interrupt_window = 0;
@@ -218,11 +226,12 @@ static int handle_exit(struct vcpu *v)
         return 0;
     case KVM_EXIT_SHUTDOWN: {
         struct kvm_regs r;
-        char post[3 * VCPU_POST_CODES + 1];
-        ioctl(v->fd, KVM_GET_REGS, &r);
-        vm_fail(v->vm, "vCPU %d: the guest triple-faulted (RIP %#llx): it crashed; "
+        char post[3 * VCPU_POST_CODES + 1], rip[32] = "unknown";
+        if (ioctl(v->fd, KVM_GET_REGS, &r) == 0)
+            snprintf(rip, sizeof rip, "%#llx", (unsigned long long)r.rip);
+        vm_fail(v->vm, "vCPU %d: the guest triple-faulted (RIP %s): it crashed; "
                 "its last POST codes (port 0x80, oldest first): %s",
-                v->id, (unsigned long long)r.rip, format_post_codes(v, post, sizeof post));
+                v->id, rip, format_post_codes(v, post, sizeof post));
         return -EIO;
     }
     case KVM_EXIT_INTERNAL_ERROR:
@@ -273,7 +282,8 @@ static void run_loop(struct vcpu *v)
         pthread_mutex_unlock(&v->lock);
         if (!runnable)
             continue;
-        prepare_entry(v);
+        if (prepare_entry(v) < 0)
+            return;
         bench_before_entry(v, exit_ns);
         int r = ioctl(v->fd, KVM_RUN, 0);
         if (vm->bench)

@@ -76,7 +76,9 @@ void vm_stop(struct vm *vm, enum vm_exit_reason why, int status)
 
 void vm_fail(struct vm *vm, const char *fmt, ...)
 {
-    if (atomic_load(&vm->stopping))
+    /* Only the first failure is reported: two threads failing at once
+     * must not write the message over each other. */
+    if (atomic_load(&vm->stopping) || atomic_exchange(&vm->error_taken, true))
         return;
     va_list ap;
     va_start(ap, fmt);

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -102,7 +103,8 @@ struct vm {
     _Atomic int stopping;
     int exit_status;
     enum vm_exit_reason exit_reason;
-    char error[256];
+    char error[256];              /* written once, by the first vm_fail */
+    _Atomic bool error_taken;
     int stop_efd; /* eventfd the main loop waits on */
 
     _Atomic uint64_t emul_count[EMUL_KIND_COUNT];
