@@ -116,7 +116,7 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
         }
         break;
     case VM_T_STOP:
-        if (h->arg0 == VM_EXIT_ERROR && !vm->error[0])
+        if (h->arg0 == VM_EXIT_ERROR && !atomic_exchange(&vm->error_taken, true))
             snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
                      h->src_rank);
         if (h->arg0 >= VM_EXIT_DEBUG_PORT && h->arg0 <= VM_EXIT_ERROR)
