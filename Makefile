@@ -14,7 +14,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -I$(BUILD)/gen $(P
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
-MODULES := clock platform vmm interconnect dsm numa migration cli
+MODULES := clock platform vmm interconnect dsm numa migration tools cli
 PROTOS  := $(wildcard proto/*.proto)
 PROTO_C := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTOS))
 PROTO_H := $(PROTO_C:.c=.h)

@@ -3,9 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "dsm/tools.h"
-#include "interconnect/tools.h"
-#include "vmm/bench.h"
+#include "tools/tools.h"
 
 static const struct bench {
     const char *name;

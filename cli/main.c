@@ -4,9 +4,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
-#include "dsm/tools.h"
-#include "interconnect/tools.h"
-#include "numa/tools.h"
+#include "tools/tools.h"
 
 static const struct command {
     const char *name;

@@ -7,8 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/run_args.h"
-#include "interconnect/tools.h"
-#include "numa/tools.h"
+#include "tools/tools.h"
 #include "vmm/cluster.h"
 
 /* Errors in what the user gave us (flags, kernel file) exit 2; the VMM or

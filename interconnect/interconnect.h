@@ -170,6 +170,13 @@ void ic_wait(struct ic *ic, int timeout_ms, int also_fd);
 void ic_wait_ns(struct ic *ic, uint64_t max_ns, int also_fd);
 const struct ic_stats *ic_stats(const struct ic *ic);
 
+/* Runs `amalgam [cmd] argv... --rank i --ranks n --bootstrap ... --secret-file ...`
+ * for i in 0..n-1 on this host with a fresh secret (interconnect/spawn.c);
+ * returns rank 0's exit status if it failed, else 1 if another rank did,
+ * else 0. */
+int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
+                   const struct ic_config *parent);
+
 /* ---- pure pieces, exposed for tests and fuzzing ---- */
 
 /* Validates a received buffer claimed to come from from_rank (-1 unknown)

@@ -27,8 +27,7 @@
 #include <x86intrin.h>
 
 #include "clock/clock.h"
-#include "dsm/tools.h"
-#include "interconnect/tools.h"
+#include "tools/tools.h"
 #include "vmm/vmm.h"
 
 #define FLOOR_PAGES 2000

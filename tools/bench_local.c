@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dsm/tools.h"
+#include "tools/tools.h"
 
 static uint64_t cycles_of(const char *line)
 {

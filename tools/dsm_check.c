@@ -19,8 +19,7 @@
 
 #include "clock/clock.h"
 #include "dsm/host.h"
-#include "dsm/tools.h"
-#include "interconnect/tools.h"
+#include "tools/tools.h"
 #include "vmm/vmm.h"
 
 #define T_DONE 0x10

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "clock/clock.h"
-#include "interconnect/tools.h"
+#include "tools/tools.h"
 
 struct check {
     int rank;

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vmm/bench.h"
+#include "tools/tools.h"
 #include "vmm/vmm.h"
 
 static int cmp_u64(const void *a, const void *b)

@@ -12,9 +12,8 @@
 #include <unistd.h>
 
 #include "cli/flags.h"
-#include "interconnect/tools.h"
+#include "tools/tools.h"
 #include "numa/numa.h"
-#include "numa/tools.h"
 #include "vmm/boot.h"
 
 static const char usage[] =

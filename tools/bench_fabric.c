@@ -19,122 +19,12 @@
 
 #include "clock/clock.h"
 #include "interconnect/interconnect.h"
-#include "interconnect/tools.h"
+#include "tools/tools.h"
 
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* ---- starting local ranks ---------------------------------------------------- */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return 17420;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static int make_secret(char *path, size_t len)
-{
-    snprintf(path, len, "/tmp/amalgam-secret-XXXXXX");
-    int fd = mkstemp(path);
-    uint8_t b[32];
-    int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || rnd < 0 || read(rnd, b, sizeof b) != sizeof b) {
-        if (rnd >= 0)
-            close(rnd);
-        return -EIO;
-    }
-    close(rnd);
-    char hex[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", b[i]);
-    int r = write(fd, hex, 64) == 64 ? 0 : -EIO;
-    close(fd);
-    return r;
-}
-
-/* Rank i of n gets the CPUs whose position in our mask is i modulo n (or,
- * with fewer CPUs than ranks, one CPU shared round-robin). Node processes
- * left to roam were seen to land on one CPU now and then, which made a
- * remote fault take ~250 us instead of ~70 (bench dsm --host). */
-static void pin_rank(int i, int n)
-{
-    cpu_set_t all, mine;
-    if (sched_getaffinity(0, sizeof all, &all) < 0)
-        return;
-    int ncpu = CPU_COUNT(&all), k = 0;
-    CPU_ZERO(&mine);
-    for (int c = 0; c < CPU_SETSIZE; c++) {
-        if (!CPU_ISSET(c, &all))
-            continue;
-        if (ncpu >= n ? k % n == i : k == i % ncpu)
-            CPU_SET(c, &mine);
-        k++;
-    }
-    if (CPU_COUNT(&mine))
-        sched_setaffinity(0, sizeof mine, &mine);
-}
-
-int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
-                   const struct ic_config *parent)
-{
-    static const char *const prov[] = {"auto", "tcp", "shm", "verbs"};
-    char secret[64], port[16], rank[8], size[8];
-    if (make_secret(secret, sizeof secret) < 0) {
-        fprintf(stderr, "amalgam: cannot create a temporary secret\n");
-        return 1;
-    }
-    snprintf(port, sizeof port, "127.0.0.1:%d", free_port());
-    snprintf(size, sizeof size, "%d", nranks);
-    pid_t pids[IC_MAX_RANKS];
-    for (int i = 0; i < nranks; i++) {
-        pids[i] = fork();
-        if (pids[i] == 0) {
-            if (parent->pin_local)
-                pin_rank(i, nranks);
-            char *av[64];
-            int n = 0;
-            av[n++] = "/proc/self/exe";
-            if (cmd)
-                av[n++] = (char *)cmd;
-            for (int k = 0; k < argc && n < 50; k++)
-                av[n++] = argv[k];
-            snprintf(rank, sizeof rank, "%d", i);
-            char *extra[] = {"--rank", rank, "--ranks", size, "--bootstrap", port,
-                             "--secret-file", secret, "--fabric",
-                             (char *)prov[parent->provider], NULL};
-            for (int k = 0; extra[k]; k++)
-                av[n++] = extra[k];
-            av[n] = NULL;
-            execv("/proc/self/exe", av);
-            _exit(127);
-        }
-    }
-    /* Rank 0's status if it failed (for `run`, the guest's), else 1 if any
-     * other rank failed. */
-    int status = 0;
-    for (int i = 0; i < nranks; i++) {
-        int st, s;
-        if (pids[i] <= 0 || waitpid(pids[i], &st, 0) <= 0)
-            s = 1;
-        else
-            s = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (s && (i == 0 || !status))
-            status = s;
-    }
-    unlink(secret);
-    return status;
 }
 
 /* Messages in flight at most while streaming, well within the receiver's
