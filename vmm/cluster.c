@@ -16,7 +16,7 @@ int cluster_register_types(struct ic_types *t)
 {
     int r = dsm_register_types(t);
     r = r ?: ic_types_add(t, VM_T_IPI, sizeof(struct apic_msg), sizeof(struct apic_msg));
-    r = r ?: ic_types_add(t, VM_T_IO_REQ, 0, 0);
+    r = r ?: ic_types_add(t, VM_T_IO_REQ, sizeof(struct bus_access), sizeof(struct bus_access));
     r = r ?: ic_types_add(t, VM_T_IO_REPLY, 0, 0);
     r = r ?: ic_types_add(t, VM_T_TSC, 0, 0);
     r = r ?: ic_types_add(t, VM_T_EOI, 0, 0);
@@ -49,38 +49,181 @@ static void bad_message(struct vm *vm, const struct ic_hdr *h, const char *why)
                 "are counted in --stats)\n", vm->node, h->src_rank, why);
 }
 
-static void answer_io(struct vm *vm, const struct ic_hdr *h)
+/* ---- devices: forwarded accesses --------------------------------------- */
+
+/* On the owner, forwarded accesses are queued for the device thread: a
+ * device may read guest memory through the DSM and wait for a page, which
+ * the message loop must never do (it serves the DSM). Each remote vCPU has
+ * at most one access in flight, so nr_vcpus entries always suffice; a peer
+ * that sends more is misbehaving and is dropped. */
+struct dev_req {
+    int src;
+    struct bus_access a;
+};
+
+struct dev_queue {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct dev_req *ring;
+    unsigned head, count, cap;
+    bool stop;
+    pthread_t thread;
+    bool started;
+};
+
+static void queue_io(struct vm *vm, const struct ic_hdr *h, const void *payload)
 {
-    uint16_t port = (uint16_t)h->arg0;
-    int size = (int)((h->arg0 >> 16) & 0xff);
-    bool write = (h->arg0 >> 24) & 1, mmio = (h->arg0 >> 25) & 1;
-    uint32_t val = (uint32_t)h->arg1, r;
-    if (vm->node != 0 || (!mmio && size != 1 && size != 2 && size != 4)) {
-        bad_message(vm, h, "a device access not for this node, or of a bad size");
-        return;
+    struct dev_queue *q = vm->devq;
+    struct bus_access a;
+    memcpy(&a, payload, sizeof a);
+    pthread_mutex_lock(&q->lock);
+    bool full = q->count == q->cap;
+    if (!full) {
+        q->ring[(q->head + q->count++) % q->cap] = (struct dev_req){h->src_rank, a};
+        pthread_cond_signal(&q->cond);
     }
-    if (mmio)
-        r = vm_ioapic_access(vm, (h->arg1 >> 32) & 0xfff, write, val);
-    else
-        r = vm_port_access(vm, port, size, write, val);
-    int e = ic_send(vm->cfg.ic, h->src_rank, VM_T_IO_REPLY, h->arg0 >> 32, r, NULL, 0);
-    if (e < 0) /* its vCPU would wait for the reply for ever */
-        vm_fail(vm, "node 0: cannot answer node %d's device access: %s", h->src_rank,
-                strerror(-e));
+    pthread_mutex_unlock(&q->lock);
+    if (full)
+        bad_message(vm, h, "more device accesses in flight than the peer has vCPUs");
+}
+
+static void *device_thread(void *arg)
+{
+    struct vm *vm = arg;
+    struct dev_queue *q = vm->devq;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_mutex_lock(&q->lock);
+    while (!q->stop) {
+        if (!q->count) {
+            pthread_cond_wait(&q->cond, &q->lock);
+            continue;
+        }
+        struct dev_req r = q->ring[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        pthread_mutex_unlock(&q->lock);
+        int st = bus_serve(&vm->bus, &r.a);
+        if (st < 0) {
+            struct ic_hdr h = {.src_rank = (uint16_t)r.src};
+            bad_message(vm, &h, "a device access with a bad device, address or size");
+            r.a.data = ~0ULL;
+        }
+        int e = ic_send(vm->cfg.ic, r.src, VM_T_IO_REPLY, r.a.vcpu | (uint64_t)(st < 0) << 32,
+                        r.a.data, NULL, 0);
+        if (e < 0) /* its vCPU would wait for the reply until its deadline */
+            vm_fail(vm, "node %d: cannot answer node %d's device access: %s", vm->node, r.src,
+                    strerror(-e));
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+static int start_device_thread(struct vm *vm)
+{
+    struct dev_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    vm->devq = q;
+    q->cap = (unsigned)vm->nr_vcpus;
+    q->ring = calloc(q->cap, sizeof *q->ring);
+    if (!q->ring)
+        return -ENOMEM;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    if (pthread_create(&q->thread, NULL, device_thread, vm))
+        return -EAGAIN;
+    q->started = true;
+    return 0;
+}
+
+static void stop_device_thread(struct vm *vm)
+{
+    struct dev_queue *q = vm->devq;
+    if (!q)
+        return;
+    if (q->started) {
+        pthread_mutex_lock(&q->lock);
+        q->stop = true;
+        pthread_cond_signal(&q->cond);
+        pthread_mutex_unlock(&q->lock);
+        pthread_join(q->thread, NULL);
+    }
+    free(q->ring);
+    free(q);
+    vm->devq = NULL;
 }
 
 static void io_answered(struct vm *vm, const struct ic_hdr *h)
 {
-    if (h->arg0 >= (uint64_t)vm->nr_vcpus || h->src_rank != 0) {
-        bad_message(vm, h, "a device answer for no vCPU, or not from node 0");
+    uint64_t id = h->arg0 & 0xffffffffu;
+    struct vcpu *v = id < (uint64_t)vm->nr_vcpus ? &vm->vcpus[id] : NULL;
+    if (!v || !v->local || (h->arg0 >> 32) > 1) {
+        bad_message(vm, h, "a device answer for no vCPU of this node");
         return;
     }
-    struct vcpu *v = &vm->vcpus[h->arg0];
     pthread_mutex_lock(&v->lock);
-    v->io_value = (uint32_t)h->arg1;
-    v->io_done = true;
-    pthread_cond_signal(&v->io_cond);
+    bool expected = v->io_waiting && h->src_rank == v->io_owner;
+    if (expected) {
+        v->io_value = h->arg1;
+        v->io_done = true;
+        v->io_waiting = false;
+        pthread_cond_signal(&v->io_cond);
+    }
     pthread_mutex_unlock(&v->lock);
+    if (!expected)
+        bad_message(vm, h, "a device answer nobody waits for, or from the wrong node");
+}
+
+/* How long a vCPU waits for the owner of a device to answer. In the
+ * emulated L1 a node's threads can wait seconds for a CPU. */
+static uint64_t io_deadline_ns(void)
+{
+    const char *e = getenv("AMALGAM_IO_DEADLINE_MS");
+    long ms = e ? atol(e) : 0;
+    return (ms > 0 ? (uint64_t)ms : 60000ULL) * 1000000ULL;
+}
+
+/* The bus's forward op: the access goes to the owner's device thread. */
+static int forward(void *ctx, void *who, int owner, struct bus_access *a)
+{
+    struct vm *vm = ctx;
+    struct vcpu *v = who;
+    if (!v)
+        return -EINVAL;
+    pthread_mutex_lock(&v->lock);
+    v->io_done = false;
+    v->io_waiting = true;
+    v->io_owner = owner;
+    pthread_mutex_unlock(&v->lock);
+    int e = ic_send(vm->cfg.ic, owner, VM_T_IO_REQ, 0, 0, a, sizeof *a);
+    if (e < 0) {
+        pthread_mutex_lock(&v->lock);
+        v->io_waiting = false;
+        pthread_mutex_unlock(&v->lock);
+        return e;
+    }
+    uint64_t deadline = clock_now_ns() + io_deadline_ns();
+    pthread_mutex_lock(&v->lock);
+    while (!v->io_done && !atomic_load(&vm->stopping) && clock_now_ns() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&v->io_cond, &v->lock, &ts);
+    }
+    bool done = v->io_done;
+    v->io_waiting = false;
+    a->data = v->io_value;
+    pthread_mutex_unlock(&v->lock);
+    if (done)
+        return 0;
+    return atomic_load(&vm->stopping) ? -ECANCELED : -ETIMEDOUT;
 }
 
 static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
@@ -97,13 +240,13 @@ static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
         break;
     case VM_T_EOI:
         /* Vectors 0-15 are exceptions: no interrupt ever had one. */
-        if (vm->node == 0 && h->arg0 >= 16 && h->arg0 <= 255)
+        if (bus_is_local(&vm->bus, vm->ioapic_dev) && h->arg0 >= 16 && h->arg0 <= 255)
             vm_eoi(vm, (uint8_t)h->arg0);
         else
-            bad_message(vm, h, "an EOI not for node 0, or of an invalid vector");
+            bad_message(vm, h, "an EOI not for this node's IOAPIC, or of an invalid vector");
         break;
     case VM_T_IO_REQ:
-        answer_io(vm, h);
+        queue_io(vm, h, payload);
         break;
     case VM_T_IO_REPLY:
         io_answered(vm, h);
@@ -253,6 +396,11 @@ static int sync_tsc(struct vm *vm, char *err, size_t errlen)
 
 int cluster_start(struct vm *vm, char *err, size_t errlen)
 {
+    vm->bus.fwd = (struct bus_forward_ops){vm, forward};
+    if (start_device_thread(vm) < 0) {
+        snprintf(err, errlen, "cannot start the node's device thread");
+        return -EAGAIN;
+    }
     vm->dsm = calloc(1, sizeof *vm->dsm);
     if (!vm->dsm)
         return -ENOMEM;
@@ -344,6 +492,7 @@ void cluster_stop(struct vm *vm)
     if (vm->progress_started)
         pthread_join(vm->progress, NULL);
     vm->progress_started = false;
+    stop_device_thread(vm); /* after the loop: nothing queues accesses now */
     if (vm->dsm && vm->cfg.stats)
         print_stats(vm);
     if (vm->dsm) {
@@ -380,47 +529,12 @@ void cluster_send_ipi(struct vm *vm, const struct apic_msg *m)
     }
 }
 
-static uint32_t forward(struct vcpu *v, uint64_t arg0, uint64_t arg1)
-{
-    struct vm *vm = v->vm;
-    pthread_mutex_lock(&v->lock);
-    v->io_done = false;
-    pthread_mutex_unlock(&v->lock);
-    if (ic_send(vm->cfg.ic, 0, VM_T_IO_REQ, arg0 | ((uint64_t)v->id << 32), arg1, NULL, 0) < 0) {
-        vm_fail(vm, "vCPU %d: cannot reach node 0 for a device access", v->id);
-        return ~0u;
-    }
-    pthread_mutex_lock(&v->lock);
-    while (!v->io_done && !atomic_load(&vm->stopping)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&v->io_cond, &v->lock, &ts);
-    }
-    uint32_t r = v->io_done ? v->io_value : ~0u;
-    pthread_mutex_unlock(&v->lock);
-    return r;
-}
-
-uint32_t cluster_forward_io(struct vcpu *v, uint16_t port, int size, bool write, uint32_t val)
-{
-    return forward(v, (uint64_t)port | (uint64_t)size << 16 | (uint64_t)write << 24, val);
-}
-
-uint32_t cluster_forward_mmio(struct vcpu *v, uint64_t addr, bool write, uint32_t val)
-{
-    return forward(v, 4ULL << 16 | (uint64_t)write << 24 | 1ULL << 25,
-                   (addr & 0xfff) << 32 | val);
-}
-
 void cluster_forward_eoi(struct vm *vm, uint8_t vector)
 {
-    if (ic_send(vm->cfg.ic, 0, VM_T_EOI, vector, 0, NULL, 0) < 0)
-        vm_fail(vm, "node %d: cannot reach node 0 to end a level-triggered interrupt", vm->node);
+    int owner = vm->bus.dev[vm->ioapic_dev].owner;
+    if (ic_send(vm->cfg.ic, owner, VM_T_EOI, vector, 0, NULL, 0) < 0)
+        vm_fail(vm, "node %d: cannot reach node %d to end a level-triggered interrupt",
+                vm->node, owner);
 }
 
 void cluster_broadcast_stop(struct vm *vm)

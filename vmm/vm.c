@@ -131,10 +131,11 @@ void vm_set_irq(struct vm *vm, int pin, int level)
 
 void vm_eoi(struct vm *vm, uint8_t vector)
 {
-    /* Only node 0's IOAPIC routes interrupts (the others' copies never see
-     * a pin change): an EOI elsewhere would leave Remote IRR set there and
-     * the line masked for good. */
-    if (vm->cfg.ic && vm->node != 0) {
+    /* Only the owner's IOAPIC routes interrupts (the others' copies never
+     * see a pin change): an EOI elsewhere would leave Remote IRR set there
+     * and the line masked for good. It goes without waiting for an answer,
+     * unlike a register access. */
+    if (!bus_is_local(&vm->bus, vm->ioapic_dev)) {
         cluster_forward_eoi(vm, vector);
         return;
     }
@@ -358,6 +359,7 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     vm->nr_vcpus = cfg->nr_vcpus;
     vm->node = cfg->ic ? ic_rank(cfg->ic) : 0;
     vm->nnodes = cfg->ic ? ic_size(cfg->ic) : 1;
+    bus_init(&vm->bus, vm->node, NULL); /* forwarding: cluster_start */
     pthread_mutex_init(&vm->dev_lock, NULL);
     vm->pm_timer_base_ns = clock_now_ns();
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
@@ -434,6 +436,11 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
         vm->vcpus[i].local = vm->machine.vcpu_node[i] == vm->node;
     ioapic_init(&vm->ioapic, platform_ioapic_id(vm->nr_vcpus));
     uart_init(&vm->uart, console_out, vm);
+    r = vm_register_devices(vm);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot put the platform devices on the bus: %s", strerror(-r));
+        goto fail;
+    }
     *out = vm;
     return 0;
 fail:

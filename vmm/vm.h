@@ -15,6 +15,7 @@
 #include "numa/numa.h"
 #include "vmm/apic_bus.h"
 #include "vmm/boot.h"
+#include "vmm/bus.h"
 #include "vmm/ioapic.h"
 #include "vmm/lapic.h"
 #include "vmm/memory.h"
@@ -68,8 +69,9 @@ struct vcpu {
 
     bool local;              /* placed on this node: has a thread */
     pthread_cond_t io_cond;  /* a forwarded device access was answered */
-    bool io_done;
-    uint32_t io_value;
+    bool io_waiting, io_done;
+    int io_owner;            /* the node the access went to */
+    uint64_t io_value;
 };
 
 /* Emulated-CPL0 fix-ups, counted per kind (see emulate.h). */
@@ -93,12 +95,14 @@ struct vm {
     int nr_vcpus;
     struct vcpu *vcpus;
 
+    struct bus bus;           /* every device, local or a proxy (bus.h) */
+    int ioapic_dev;           /* the IOAPIC's id on it */
     pthread_mutex_t dev_lock; /* guards the devices below */
     struct ioapic ioapic;
     struct uart uart;
     bool uart_irq;
     uint64_t pm_timer_base_ns;
-    uint16_t pm1_enable;          /* ACPI PM1a enable register, as written */
+    _Atomic uint16_t pm1_enable;  /* ACPI PM1a enable register, as written */
 
     _Atomic int stopping;
     int exit_status;
@@ -115,6 +119,7 @@ struct vm {
     /* Several nodes (cfg.ic set): */
     int node, nnodes;
     struct dsm_host *dsm;
+    struct dev_queue *devq;       /* forwarded accesses for the device thread */
     pthread_t progress;           /* the message loop; it also serves DSM faults */
     bool progress_started;
     _Atomic bool vcpus_joined;    /* the loop serves faults until then */
@@ -136,10 +141,8 @@ void vm_deliver(struct vm *vm, const struct apic_msg *m);
 void vm_deliver_local(struct vm *vm, const struct apic_msg *m);
 /* Like vm_stop, for a stop another node announced (not re-broadcast). */
 void vm_stop_local(struct vm *vm, enum vm_exit_reason why, int status);
-/* One device port access, on the node that owns the devices. */
-uint32_t vm_port_access(struct vm *vm, uint16_t port, int size, bool write, uint32_t val);
-/* An IOAPIC register access (offset in its page). */
-uint32_t vm_ioapic_access(struct vm *vm, uint64_t offset, bool write, uint32_t val);
+/* Puts the platform devices on vm->bus (devices.c): 0 or -errno. */
+int vm_register_devices(struct vm *vm);
 /* Drives an IOAPIC pin (takes dev_lock). */
 void vm_set_irq(struct vm *vm, int pin, int level);
 /* A level-triggered EOI from a LAPIC, for the IOAPIC (takes dev_lock). */

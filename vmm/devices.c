@@ -1,0 +1,370 @@
+/* The machine's platform devices on the bus (see bus.h): what each port
+ * and MMIO range does, and which node runs it.
+ *
+ * Owned by node 0 (forwarded from the others): COM1 UART 0x3f8-0x3ff, the
+ * ACPI PM block (PM1a event 0x600-0x603, control 0x604-0x605, PM timer
+ * 0x608-0x60b), debug-exit 0x501, reset control 0xcf9 and the 8042's
+ * reset command (0xfe to port 0x64), and the IOAPIC page.
+ * On every node, each its own: the bench port 0x502 (it times vm exits,
+ * which forwarding would hide) and the POST port 0x80 (per vCPU: see
+ * struct vcpu).
+ *
+ * The UART and the IOAPIC are pure models (uart.c, ioapic.c) under
+ * vm->dev_lock; the interrupts they raise are delivered after the lock is
+ * dropped. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock/clock.h"
+#include "platform/platform.h"
+#include "vmm/bus.h"
+#include "vmm/vm.h"
+
+#define PM1A_EVT PLATFORM_PM1A_EVT_PORT
+#define PM1A_CNT PLATFORM_PM1A_CNT_PORT
+#define PM_TMR PLATFORM_PM_TMR_PORT
+#define PM1_CNT_SCI_EN 0x0001
+#define PM1_CNT_SLP_EN 0x2000
+#define PORT_KBD_CMD 0x64
+#define PORT_POST 0x80
+
+#define SIZES_ANY 0x7 /* 1, 2 and 4 bytes */
+#define SIZE_4 0x4
+
+static void deliver_all(struct vm *vm, const struct ioapic_out *out)
+{
+    for (int i = 0; i < out->n; i++)
+        vm_deliver(vm, &out->msg[i]);
+}
+
+/* Saved device state: a version word, then the device's fields. A blob of
+ * another version or length is refused, never half-applied. */
+#define DEV_STATE_VERSION 1
+struct dev_blob_hdr {
+    uint32_t version, len;
+};
+
+static int save_blob(void *buf, size_t len, const void *state, size_t n)
+{
+    struct dev_blob_hdr h = {DEV_STATE_VERSION, (uint32_t)n};
+    if (len < sizeof h + n)
+        return -ENOSPC;
+    memcpy(buf, &h, sizeof h);
+    memcpy((uint8_t *)buf + sizeof h, state, n);
+    return (int)(sizeof h + n);
+}
+
+static int load_blob(const void *buf, size_t len, void *state, size_t n)
+{
+    struct dev_blob_hdr h;
+    if (len != sizeof h + n)
+        return -EINVAL;
+    memcpy(&h, buf, sizeof h);
+    if (h.version != DEV_STATE_VERSION || h.len != n)
+        return -EINVAL;
+    memcpy(state, (const uint8_t *)buf + sizeof h, n);
+    return 0;
+}
+
+/* ---- UART --------------------------------------------------------------- */
+
+/* After a UART access: drive IRQ 4 if the line changed. dev_lock held. */
+static void uart_sync_irq(struct vm *vm, struct ioapic_out *out)
+{
+    bool line = uart_irq_line(&vm->uart);
+    if (line != vm->uart_irq) {
+        vm->uart_irq = line;
+        ioapic_set_irq(&vm->ioapic, UART_COM1_IRQ, line, out);
+    }
+}
+
+static uint64_t uart_dev_read(void *ctx, void *who, uint64_t port, int size)
+{
+    struct vm *vm = ctx;
+    struct ioapic_out out = {0};
+    (void)who, (void)size;
+    pthread_mutex_lock(&vm->dev_lock);
+    uint32_t r = uart_read(&vm->uart, (unsigned)(port - UART_COM1_PORT));
+    uart_sync_irq(vm, &out);
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_all(vm, &out);
+    return r;
+}
+
+static void uart_dev_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    struct vm *vm = ctx;
+    struct ioapic_out out = {0};
+    (void)who, (void)size;
+    pthread_mutex_lock(&vm->dev_lock);
+    uart_write(&vm->uart, (unsigned)(port - UART_COM1_PORT), (uint8_t)val);
+    uart_sync_irq(vm, &out);
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_all(vm, &out);
+}
+
+/* The registers and receive FIFO, without the host output callback. */
+struct uart_state {
+    uint8_t ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr, thri_pending, irq, pad[5];
+    uint32_t rx_head, rx_count;
+    uint8_t rx[UART_RX_FIFO];
+};
+
+static int uart_dev_save(void *ctx, void *buf, size_t len)
+{
+    struct vm *vm = ctx;
+    struct uart_state s = {0};
+    pthread_mutex_lock(&vm->dev_lock);
+    const struct uart *u = &vm->uart;
+    s = (struct uart_state){u->ier, u->lcr, u->mcr, u->lsr, u->msr, u->scr, u->dll, u->dlm,
+                            u->fcr, u->thri_pending, vm->uart_irq, {0}, u->rx_head, u->rx_count,
+                            {0}};
+    memcpy(s.rx, u->rx, sizeof s.rx);
+    pthread_mutex_unlock(&vm->dev_lock);
+    return save_blob(buf, len, &s, sizeof s);
+}
+
+static int uart_dev_restore(void *ctx, const void *buf, size_t len)
+{
+    struct vm *vm = ctx;
+    struct uart_state s;
+    int r = load_blob(buf, len, &s, sizeof s);
+    if (r < 0 || s.rx_head >= UART_RX_FIFO || s.rx_count > UART_RX_FIFO || s.thri_pending > 1 ||
+        s.irq > 1)
+        return -EINVAL;
+    pthread_mutex_lock(&vm->dev_lock);
+    struct uart *u = &vm->uart;
+    u->ier = s.ier, u->lcr = s.lcr, u->mcr = s.mcr, u->lsr = s.lsr, u->msr = s.msr;
+    u->scr = s.scr, u->dll = s.dll, u->dlm = s.dlm, u->fcr = s.fcr;
+    u->thri_pending = s.thri_pending;
+    u->rx_head = s.rx_head, u->rx_count = s.rx_count;
+    memcpy(u->rx, s.rx, sizeof s.rx);
+    vm->uart_irq = s.irq;
+    pthread_mutex_unlock(&vm->dev_lock);
+    return 0;
+}
+
+static void uart_dev_reset(void *ctx)
+{
+    struct vm *vm = ctx;
+    pthread_mutex_lock(&vm->dev_lock);
+    uart_init(&vm->uart, vm->uart.out, vm->uart.out_ctx);
+    vm->uart_irq = false;
+    pthread_mutex_unlock(&vm->dev_lock);
+}
+
+static const struct bus_dev_ops uart_ops = {uart_dev_read, uart_dev_write, uart_dev_save,
+                                            uart_dev_restore, uart_dev_reset};
+
+/* ---- ACPI PM block -------------------------------------------------------- */
+
+static uint64_t pm_read(void *ctx, void *who, uint64_t port, int size)
+{
+    struct vm *vm = ctx;
+    (void)who, (void)size;
+    if (port >= PM_TMR) {
+        uint64_t ticks =
+            (clock_now_ns() - vm->pm_timer_base_ns) * PLATFORM_PM_TIMER_HZ / 1000000000ULL;
+        return (uint32_t)(ticks & 0xffffff) >> (8 * (port - PM_TMR));
+    }
+    if (port == PM1A_CNT || port == PM1A_CNT + 1)
+        return port == PM1A_CNT ? PM1_CNT_SCI_EN : 0;
+    if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3)
+        return atomic_load(&vm->pm1_enable) >> (8 * (port - (PM1A_EVT + 2)));
+    return 0; /* PM1 status: nothing ever raises an ACPI event */
+}
+
+static void pm_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    struct vm *vm = ctx;
+    (void)who;
+    if (port == PM1A_CNT || port == PM1A_CNT + 1) {
+        uint64_t v = port == PM1A_CNT ? val : val << 8;
+        if (v & PM1_CNT_SLP_EN)
+            vm_stop(vm, VM_EXIT_POWEROFF, 0);
+    } else if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3) {
+        /* PM1 enable keeps what is written, though nothing ever raises an
+         * ACPI event: ACPICA tells whether the global lock exists by
+         * whether GBL_EN sticks, and printed two "ACPI Error" lines on
+         * every boot when it did not. No firmware ever holds the lock. */
+        int shift = 8 * (int)(port - (PM1A_EVT + 2));
+        uint16_t mask = (uint16_t)((size == 1 ? 0xff : 0xffff) << shift);
+        pthread_mutex_lock(&vm->dev_lock);
+        uint16_t e = atomic_load(&vm->pm1_enable);
+        atomic_store(&vm->pm1_enable, (uint16_t)((e & ~mask) | ((val << shift) & mask)));
+        pthread_mutex_unlock(&vm->dev_lock);
+    }
+}
+
+/* The PM timer's count and the enable register. */
+struct pm_state {
+    uint64_t timer_ns; /* how far the PM timer had counted */
+    uint16_t pm1_enable, pad[3];
+};
+
+static int pm_save(void *ctx, void *buf, size_t len)
+{
+    struct vm *vm = ctx;
+    struct pm_state s = {clock_now_ns() - vm->pm_timer_base_ns, atomic_load(&vm->pm1_enable),
+                         {0}};
+    return save_blob(buf, len, &s, sizeof s);
+}
+
+static int pm_restore(void *ctx, const void *buf, size_t len)
+{
+    struct vm *vm = ctx;
+    struct pm_state s;
+    int r = load_blob(buf, len, &s, sizeof s);
+    if (r < 0)
+        return r;
+    vm->pm_timer_base_ns = clock_now_ns() - s.timer_ns;
+    atomic_store(&vm->pm1_enable, s.pm1_enable);
+    return 0;
+}
+
+static void pm_reset(void *ctx)
+{
+    struct vm *vm = ctx;
+    vm->pm_timer_base_ns = clock_now_ns();
+    atomic_store(&vm->pm1_enable, 0);
+}
+
+static const struct bus_dev_ops pm_ops = {pm_read, pm_write, pm_save, pm_restore, pm_reset};
+
+/* ---- stateless ports ---------------------------------------------------- */
+
+static uint64_t read_zero(void *ctx, void *who, uint64_t port, int size)
+{
+    (void)ctx, (void)who, (void)port, (void)size;
+    return 0;
+}
+
+static uint64_t read_ones(void *ctx, void *who, uint64_t port, int size)
+{
+    (void)ctx, (void)who, (void)port, (void)size;
+    return ~0ULL;
+}
+
+static void ignore(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    (void)ctx, (void)who, (void)port, (void)size, (void)val;
+}
+
+static void debug_exit_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    (void)who, (void)port, (void)size;
+    vm_stop(ctx, VM_EXIT_DEBUG_PORT, (int)(val & 0xff));
+}
+
+static void reset_ctl_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    (void)who, (void)port, (void)size;
+    if (val & 0x4)
+        vm_stop(ctx, VM_EXIT_RESET, 0);
+}
+
+static void kbd_cmd_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    (void)who, (void)port, (void)size;
+    if ((val & 0xff) == 0xfe)
+        vm_stop(ctx, VM_EXIT_RESET, 0);
+}
+
+/* POST codes stay with the vCPU that wrote them (who). */
+static void post_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    struct vcpu *v = who;
+    (void)ctx, (void)port, (void)size;
+    if (v)
+        v->post_codes[v->post_count++ % VCPU_POST_CODES] = (uint8_t)val;
+}
+
+static const struct bus_dev_ops debug_exit_ops = {read_zero, debug_exit_write, NULL, NULL, NULL};
+static const struct bus_dev_ops bench_ops = {read_zero, ignore, NULL, NULL, NULL};
+static const struct bus_dev_ops reset_ctl_ops = {read_zero, reset_ctl_write, NULL, NULL, NULL};
+static const struct bus_dev_ops kbd_ops = {read_ones, kbd_cmd_write, NULL, NULL, NULL};
+static const struct bus_dev_ops post_ops = {read_ones, post_write, NULL, NULL, NULL};
+
+/* ---- IOAPIC ----------------------------------------------------------------- */
+
+static uint64_t ioapic_dev_read(void *ctx, void *who, uint64_t addr, int size)
+{
+    struct vm *vm = ctx;
+    uint32_t r = 0;
+    (void)who, (void)size;
+    pthread_mutex_lock(&vm->dev_lock);
+    ioapic_mmio_read(&vm->ioapic, addr - IOAPIC_DEFAULT_BASE, &r);
+    pthread_mutex_unlock(&vm->dev_lock);
+    return r;
+}
+
+static void ioapic_dev_write(void *ctx, void *who, uint64_t addr, int size, uint64_t val)
+{
+    struct vm *vm = ctx;
+    struct ioapic_out out = {0};
+    (void)who, (void)size;
+    pthread_mutex_lock(&vm->dev_lock);
+    ioapic_mmio_write(&vm->ioapic, addr - IOAPIC_DEFAULT_BASE, (uint32_t)val, &out);
+    pthread_mutex_unlock(&vm->dev_lock);
+    deliver_all(vm, &out);
+}
+
+static int ioapic_dev_save(void *ctx, void *buf, size_t len)
+{
+    struct vm *vm = ctx;
+    pthread_mutex_lock(&vm->dev_lock);
+    struct ioapic s = vm->ioapic; /* plain data: no pointers */
+    pthread_mutex_unlock(&vm->dev_lock);
+    return save_blob(buf, len, &s, sizeof s);
+}
+
+static int ioapic_dev_restore(void *ctx, const void *buf, size_t len)
+{
+    struct vm *vm = ctx;
+    struct ioapic s;
+    int r = load_blob(buf, len, &s, sizeof s);
+    if (r < 0 || s.id > 0xf || (s.pin_level | s.remote_irr) >> IOAPIC_PINS)
+        return -EINVAL;
+    pthread_mutex_lock(&vm->dev_lock);
+    vm->ioapic = s;
+    pthread_mutex_unlock(&vm->dev_lock);
+    return 0;
+}
+
+static void ioapic_dev_reset(void *ctx)
+{
+    struct vm *vm = ctx;
+    pthread_mutex_lock(&vm->dev_lock);
+    ioapic_init(&vm->ioapic, platform_ioapic_id(vm->nr_vcpus));
+    pthread_mutex_unlock(&vm->dev_lock);
+}
+
+static const struct bus_dev_ops ioapic_ops = {ioapic_dev_read, ioapic_dev_write, ioapic_dev_save,
+                                              ioapic_dev_restore, ioapic_dev_reset};
+
+/* ---- registration ------------------------------------------------------- */
+
+int vm_register_devices(struct vm *vm)
+{
+    /* The same list, in the same order, on every node: a device's id is its
+     * place here (bus.h). */
+    const struct bus_dev devs[] = {
+        {"uart", 0, BUS_PIO, SIZES_ANY, UART_COM1_PORT, 8, &uart_ops, vm},
+        {"acpi-pm", 0, BUS_PIO, SIZES_ANY, PM1A_EVT, PM_TMR + 4 - PM1A_EVT, &pm_ops, vm},
+        {"debug-exit", 0, BUS_PIO, SIZES_ANY, PLATFORM_DEBUG_EXIT_PORT, 1, &debug_exit_ops, vm},
+        {"bench", BUS_OWNER_EACH_NODE, BUS_PIO, SIZES_ANY, PLATFORM_BENCH_PORT, 1, &bench_ops, vm},
+        {"reset", 0, BUS_PIO, SIZES_ANY, PLATFORM_RESET_PORT, 1, &reset_ctl_ops, vm},
+        {"i8042", 0, BUS_PIO, SIZES_ANY, PORT_KBD_CMD, 1, &kbd_ops, vm},
+        {"post", BUS_OWNER_EACH_NODE, BUS_PIO, SIZES_ANY, PORT_POST, 1, &post_ops, vm},
+        {"ioapic", 0, BUS_MMIO, SIZE_4, IOAPIC_DEFAULT_BASE, IOAPIC_MMIO_SIZE, &ioapic_ops, vm},
+    };
+    for (size_t i = 0; i < sizeof devs / sizeof devs[0]; i++) {
+        int r = bus_add(&vm->bus, &devs[i]);
+        if (r < 0)
+            return r;
+        if (!strcmp(devs[i].name, "ioapic"))
+            vm->ioapic_dev = r;
+    }
+    return 0;
+}
