@@ -252,3 +252,129 @@ int kvm_set_msr(int vcpu_fd, uint32_t index, uint64_t val)
     m->entries[0].data = val;
     return ioctl(vcpu_fd, KVM_SET_MSRS, m) == 1 ? 0 : -EIO;
 }
+
+/* ---- complete vCPU state ------------------------------------------------ */
+
+int kvm_saveable_msrs(int kvm_fd, uint32_t *idx, int max, int *dropped)
+{
+    struct kvm_msr_list probe = {.nmsrs = 0};
+    *dropped = 0;
+    /* The first call fails with E2BIG and says how many there are. */
+    if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
+        return -errno;
+    struct kvm_msr_list *l = calloc(1, sizeof *l + probe.nmsrs * sizeof l->indices[0]);
+    if (!l)
+        return -ENOMEM;
+    l->nmsrs = probe.nmsrs;
+    if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, l) < 0) {
+        int e = errno;
+        free(l);
+        return -e;
+    }
+    int n = 0;
+    for (uint32_t i = 0; i < l->nmsrs; i++) {
+        if (n == max) {
+            (*dropped)++;
+            continue;
+        }
+        idx[n++] = l->indices[i];
+    }
+    free(l);
+    return n;
+}
+
+/* KVM_GET_MSRS stops at the first MSR it will not read and returns how
+ * many it read: skip that one and go on with the rest. */
+static int save_msrs(int vcpu_fd, const uint32_t *idx, int n, struct kvm_vcpu_state *s)
+{
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e[KVM_VCPU_STATE_MAX_MSRS];
+    } b;
+    s->nmsrs = 0;
+    int i = 0;
+    while (i < n && i < KVM_VCPU_STATE_MAX_MSRS) {
+        int k = 0;
+        memset(&b, 0, sizeof b);
+        for (int j = i; j < n && k < KVM_VCPU_STATE_MAX_MSRS; j++)
+            b.e[k++].index = idx[j];
+        b.hdr.nmsrs = (uint32_t)k;
+        int got = ioctl(vcpu_fd, KVM_GET_MSRS, &b);
+        if (got < 0)
+            return -errno;
+        for (int j = 0; j < got; j++)
+            s->msrs[s->nmsrs++] = b.e[j];
+        i += got + 1; /* past the one it refused */
+    }
+    return 0;
+}
+
+int kvm_vcpu_save(int kvm_fd, int vcpu_fd, const uint32_t *idx, int n,
+                  struct kvm_vcpu_state *s)
+{
+    memset(s, 0, sizeof *s);
+    s->version = KVM_VCPU_STATE_VERSION;
+    s->has_xsave = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
+    s->has_xcrs = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
+    if (ioctl(vcpu_fd, KVM_GET_REGS, &s->regs) < 0 || ioctl(vcpu_fd, KVM_GET_SREGS, &s->sregs) < 0 ||
+        (s->has_xsave ? ioctl(vcpu_fd, KVM_GET_XSAVE, &s->xsave)
+                      : ioctl(vcpu_fd, KVM_GET_FPU, &s->fpu)) < 0 ||
+        (s->has_xcrs && ioctl(vcpu_fd, KVM_GET_XCRS, &s->xcrs) < 0) ||
+        ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &s->events) < 0 ||
+        ioctl(vcpu_fd, KVM_GET_DEBUGREGS, &s->debugregs) < 0 ||
+        ioctl(vcpu_fd, KVM_GET_MP_STATE, &s->mp_state) < 0)
+        return -errno;
+    return save_msrs(vcpu_fd, idx, n, s);
+}
+
+/* KVM_SET_MSRS stops at the first MSR it refuses. KVM lists some MSRs as
+ * saveable that it then refuses to set where the guest lacks the feature
+ * (MSR_KVM_ASYNC_PF_INT at 0, seen on kvm_pvm): a refused MSR that already
+ * holds the saved value loses nothing; any other is an error. */
+static int restore_msrs(int vcpu_fd, const struct kvm_vcpu_state *s)
+{
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e[KVM_VCPU_STATE_MAX_MSRS];
+    } b;
+    uint32_t i = 0;
+    while (i < s->nmsrs) {
+        memset(&b, 0, sizeof b);
+        b.hdr.nmsrs = s->nmsrs - i;
+        memcpy(b.e, s->msrs + i, b.hdr.nmsrs * sizeof b.e[0]);
+        int r = ioctl(vcpu_fd, KVM_SET_MSRS, &b);
+        if (r < 0)
+            return -errno;
+        i += (uint32_t)r;
+        if (i == s->nmsrs)
+            break;
+        uint64_t now;
+        if (kvm_get_msr(vcpu_fd, s->msrs[i].index, &now) < 0 || now != s->msrs[i].data)
+            return -EIO;
+        i++;
+    }
+    return 0;
+}
+
+int kvm_vcpu_restore(int vcpu_fd, const struct kvm_vcpu_state *s)
+{
+    if (s->version != KVM_VCPU_STATE_VERSION || s->nmsrs > KVM_VCPU_STATE_MAX_MSRS ||
+        s->has_xsave > 1 || s->has_xcrs > 1)
+        return -EINVAL;
+    /* QEMU's order: registers, FPU state, XCRs, special registers, MSRs,
+     * then MP state, events and debug registers, which depend on them. */
+    if (ioctl(vcpu_fd, KVM_SET_REGS, &s->regs) < 0 ||
+        (s->has_xsave ? ioctl(vcpu_fd, KVM_SET_XSAVE, &s->xsave)
+                      : ioctl(vcpu_fd, KVM_SET_FPU, &s->fpu)) < 0 ||
+        (s->has_xcrs && ioctl(vcpu_fd, KVM_SET_XCRS, &s->xcrs) < 0) ||
+        ioctl(vcpu_fd, KVM_SET_SREGS, &s->sregs) < 0)
+        return -errno;
+    int r = restore_msrs(vcpu_fd, s);
+    if (r < 0)
+        return r;
+    if (ioctl(vcpu_fd, KVM_SET_MP_STATE, &s->mp_state) < 0 ||
+        ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &s->events) < 0 ||
+        ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &s->debugregs) < 0)
+        return -errno;
+    return 0;
+}

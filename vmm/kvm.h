@@ -26,4 +26,40 @@ void kvm_cpuid_fix(struct kvm_cpuid_entry2 *e, uint32_t apic_id);
 int kvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *val);
 int kvm_set_msr(int vcpu_fd, uint32_t index, uint64_t val);
 
+/* ---- complete vCPU state (migration, checkpoint) ---- */
+
+#define KVM_VCPU_STATE_VERSION 1
+#define KVM_VCPU_STATE_MAX_MSRS 128
+
+/* Everything KVM holds for one vCPU: registers, segment and control
+ * registers, FPU/SSE/AVX (XSAVE, or the legacy FPU area where KVM has no
+ * XSAVE), XCRs, pending exceptions/interrupts/NMI/SMI (vcpu events), debug
+ * registers, the MP state and every MSR KVM reports as saveable that it
+ * would read (TSC, TSC deadline, kvmclock, SYSCALL MSRs, GS bases, ...).
+ * The user-space LAPIC is not in here (lapic.h has its own snapshot). */
+struct kvm_vcpu_state {
+    uint32_t version;
+    uint32_t has_xsave, has_xcrs, nmsrs;
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    struct kvm_xsave xsave; /* or, without has_xsave: */
+    struct kvm_fpu fpu;
+    struct kvm_xcrs xcrs;
+    struct kvm_vcpu_events events;
+    struct kvm_debugregs debugregs;
+    struct kvm_mp_state mp_state;
+    struct kvm_msr_entry msrs[KVM_VCPU_STATE_MAX_MSRS];
+};
+
+/* The MSRs worth saving: KVM_GET_MSR_INDEX_LIST, at most max of them (the
+ * rest are left out and counted in *dropped). Returns how many. */
+int kvm_saveable_msrs(int kvm_fd, uint32_t *idx, int max, int *dropped);
+/* Reads the vCPU's whole state (the vCPU must not be running). MSRs in
+ * idx[0..n) that KVM will not read on this host are skipped. */
+int kvm_vcpu_save(int kvm_fd, int vcpu_fd, const uint32_t *idx, int n,
+                  struct kvm_vcpu_state *s);
+/* Loads a state saved by kvm_vcpu_save, possibly into another VM; -EINVAL
+ * for a state of another version or with an impossible MSR count. */
+int kvm_vcpu_restore(int vcpu_fd, const struct kvm_vcpu_state *s);
+
 #endif
