@@ -19,6 +19,7 @@
 #include "clock/clock.h"
 #include "platform/platform.h"
 #include "vmm/bus.h"
+#include "vmm/state.h"
 #include "vmm/vm.h"
 
 #define PM1A_EVT PLATFORM_PM1A_EVT_PORT
@@ -36,35 +37,6 @@ static void deliver_all(struct vm *vm, const struct ioapic_out *out)
 {
     for (int i = 0; i < out->n; i++)
         vm_deliver(vm, &out->msg[i]);
-}
-
-/* Saved device state: a version word, then the device's fields. A blob of
- * another version or length is refused, never half-applied. */
-#define DEV_STATE_VERSION 1
-struct dev_blob_hdr {
-    uint32_t version, len;
-};
-
-static int save_blob(void *buf, size_t len, const void *state, size_t n)
-{
-    struct dev_blob_hdr h = {DEV_STATE_VERSION, (uint32_t)n};
-    if (len < sizeof h + n)
-        return -ENOSPC;
-    memcpy(buf, &h, sizeof h);
-    memcpy((uint8_t *)buf + sizeof h, state, n);
-    return (int)(sizeof h + n);
-}
-
-static int load_blob(const void *buf, size_t len, void *state, size_t n)
-{
-    struct dev_blob_hdr h;
-    if (len != sizeof h + n)
-        return -EINVAL;
-    memcpy(&h, buf, sizeof h);
-    if (h.version != DEV_STATE_VERSION || h.len != n)
-        return -EINVAL;
-    memcpy(state, (const uint8_t *)buf + sizeof h, n);
-    return 0;
 }
 
 /* ---- UART --------------------------------------------------------------- */
@@ -104,45 +76,24 @@ static void uart_dev_write(void *ctx, void *who, uint64_t port, int size, uint64
     deliver_all(vm, &out);
 }
 
-/* The registers and receive FIFO, without the host output callback. */
-struct uart_state {
-    uint8_t ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr, thri_pending, irq, pad[5];
-    uint32_t rx_head, rx_count;
-    uint8_t rx[UART_RX_FIFO];
-};
-
+/* Saved state is the protobuf encoding of vmm/state.h: versioned, and
+ * checked field by field before anything is applied. */
 static int uart_dev_save(void *ctx, void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    struct uart_state s = {0};
     pthread_mutex_lock(&vm->dev_lock);
-    const struct uart *u = &vm->uart;
-    s = (struct uart_state){u->ier, u->lcr, u->mcr, u->lsr, u->msr, u->scr, u->dll, u->dlm,
-                            u->fcr, u->thri_pending, vm->uart_irq, {0}, u->rx_head, u->rx_count,
-                            {0}};
-    memcpy(s.rx, u->rx, sizeof s.rx);
+    int r = state_uart_encode(&vm->uart, vm->uart_irq, buf, len);
     pthread_mutex_unlock(&vm->dev_lock);
-    return save_blob(buf, len, &s, sizeof s);
+    return r;
 }
 
 static int uart_dev_restore(void *ctx, const void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    struct uart_state s;
-    int r = load_blob(buf, len, &s, sizeof s);
-    if (r < 0 || s.rx_head >= UART_RX_FIFO || s.rx_count > UART_RX_FIFO || s.thri_pending > 1 ||
-        s.irq > 1)
-        return -EINVAL;
     pthread_mutex_lock(&vm->dev_lock);
-    struct uart *u = &vm->uart;
-    u->ier = s.ier, u->lcr = s.lcr, u->mcr = s.mcr, u->lsr = s.lsr, u->msr = s.msr;
-    u->scr = s.scr, u->dll = s.dll, u->dlm = s.dlm, u->fcr = s.fcr;
-    u->thri_pending = s.thri_pending;
-    u->rx_head = s.rx_head, u->rx_count = s.rx_count;
-    memcpy(u->rx, s.rx, sizeof s.rx);
-    vm->uart_irq = s.irq;
+    int r = state_uart_decode(&vm->uart, &vm->uart_irq, buf, len);
     pthread_mutex_unlock(&vm->dev_lock);
-    return 0;
+    return r;
 }
 
 static void uart_dev_reset(void *ctx)
@@ -197,29 +148,23 @@ static void pm_write(void *ctx, void *who, uint64_t port, int size, uint64_t val
     }
 }
 
-/* The PM timer's count and the enable register. */
-struct pm_state {
-    uint64_t timer_ns; /* how far the PM timer had counted */
-    uint16_t pm1_enable, pad[3];
-};
-
 static int pm_save(void *ctx, void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    struct pm_state s = {clock_now_ns() - vm->pm_timer_base_ns, atomic_load(&vm->pm1_enable),
-                         {0}};
-    return save_blob(buf, len, &s, sizeof s);
+    return state_pm_encode(clock_now_ns() - vm->pm_timer_base_ns, atomic_load(&vm->pm1_enable),
+                           buf, len);
 }
 
 static int pm_restore(void *ctx, const void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    struct pm_state s;
-    int r = load_blob(buf, len, &s, sizeof s);
+    uint64_t timer_ns;
+    uint16_t enable;
+    int r = state_pm_decode(&timer_ns, &enable, buf, len);
     if (r < 0)
         return r;
-    vm->pm_timer_base_ns = clock_now_ns() - s.timer_ns;
-    atomic_store(&vm->pm1_enable, s.pm1_enable);
+    vm->pm_timer_base_ns = clock_now_ns() - timer_ns;
+    atomic_store(&vm->pm1_enable, enable);
     return 0;
 }
 
@@ -314,22 +259,18 @@ static int ioapic_dev_save(void *ctx, void *buf, size_t len)
 {
     struct vm *vm = ctx;
     pthread_mutex_lock(&vm->dev_lock);
-    struct ioapic s = vm->ioapic; /* plain data: no pointers */
+    int r = state_ioapic_encode(&vm->ioapic, buf, len);
     pthread_mutex_unlock(&vm->dev_lock);
-    return save_blob(buf, len, &s, sizeof s);
+    return r;
 }
 
 static int ioapic_dev_restore(void *ctx, const void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    struct ioapic s;
-    int r = load_blob(buf, len, &s, sizeof s);
-    if (r < 0 || s.id > 0xf || (s.pin_level | s.remote_irr) >> IOAPIC_PINS)
-        return -EINVAL;
     pthread_mutex_lock(&vm->dev_lock);
-    vm->ioapic = s;
+    int r = state_ioapic_decode(&vm->ioapic, buf, len);
     pthread_mutex_unlock(&vm->dev_lock);
-    return 0;
+    return r;
 }
 
 static void ioapic_dev_reset(void *ctx)

@@ -258,7 +258,7 @@ START_TEST(devices_save_reset_restore)
         ck_assert_int_eq(d->ops->restore(d->ctx, blob[i], (size_t)len[i] - 1), -EINVAL);
         uint8_t bad[512];
         memcpy(bad, blob[i], (size_t)len[i]);
-        bad[0] ^= 0xff; /* another version */
+        bad[0] ^= 0xff; /* a corrupted first field */
         ck_assert_int_eq(d->ops->restore(d->ctx, bad, (size_t)len[i]), -EINVAL);
     }
     bus_reset(&vm->bus);
