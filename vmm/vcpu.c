@@ -92,21 +92,21 @@ static bool process_init_sipi(struct vcpu *v)
             fprintf(stderr, "amalgam: INIT to the boot vCPU ignored\n");
         } else {
             lapic_init_reset(&v->lapic);
-            v->state = VCPU_WAIT_SIPI;
+            vcpu_sm_step(&v->sm, VCPU_EV_INIT, 0);
         }
     }
     if (v->lapic.sipi_pending) {
         v->lapic.sipi_pending = false;
-        if (v->state == VCPU_WAIT_SIPI) {
+        if (v->sm.state == VCPU_WAIT_SIPI) {
             int r = x86_enter_sipi(v->fd, v->lapic.sipi_vector);
             if (r < 0)
                 vm_fail(v->vm, "vCPU %d: cannot start at SIPI vector %#x: %s", v->id,
                         v->lapic.sipi_vector, strerror(-r));
             else
-                v->state = VCPU_RUNNABLE;
+                vcpu_sm_step(&v->sm, VCPU_EV_SIPI, 0);
         }
     }
-    return v->state == VCPU_RUNNABLE;
+    return vcpu_sm_runs(&v->sm);
 }
 
 /* Before each KVM_RUN: fire due timers, deliver NMI, inject the highest
@@ -153,11 +153,16 @@ static int prepare_entry(struct vcpu *v)
 static void halt(struct vcpu *v)
 {
     bool if_flag = v->run->if_flag;
+    pthread_mutex_lock(&v->lock);
+    vcpu_sm_step(&v->sm, VCPU_EV_HLT, 0);
+    pthread_mutex_unlock(&v->lock);
     while (!atomic_load(&v->vm->stopping)) {
         pthread_mutex_lock(&v->lock);
         uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
         bool wake = v->lapic.nmi_pending || v->lapic.init_pending ||
                     (if_flag && lapic_pending_irq(&v->lapic) >= 0);
+        if (wake)
+            vcpu_sm_step(&v->sm, VCPU_EV_WAKE, 0);
         pthread_mutex_unlock(&v->lock);
         arm_host_timer(v, deadline);
         if (wake)
@@ -273,7 +278,7 @@ static void run_loop(struct vcpu *v)
     struct vm *vm = v->vm;
     uint64_t exit_ns = 0;
     while (!atomic_load(&vm->stopping)) {
-        if (v->state != VCPU_RUNNABLE) {
+        if (v->sm.state == VCPU_WAIT_SIPI) {
             wait_for_sipi(v);
             continue;
         }

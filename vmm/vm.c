@@ -213,7 +213,7 @@ static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
     struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
     kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
     lapic_init(&v->lapic, (uint32_t)id, id == 0, &clk);
-    v->state = id == 0 ? VCPU_RUNNABLE : VCPU_WAIT_SIPI;
+    vcpu_sm_init(&v->sm, id == 0 ? VCPU_RUNNABLE : VCPU_WAIT_SIPI);
     return 0;
 }
 
@@ -432,8 +432,11 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     r = r ?: enter_guest(vm, err, errlen);
     if (r < 0)
         goto fail;
-    for (int i = 0; i < vm->nr_vcpus; i++)
+    for (int i = 0; i < vm->nr_vcpus; i++) {
         vm->vcpus[i].local = vm->machine.vcpu_node[i] == vm->node;
+        if (!vm->vcpus[i].local) /* created and parked: it runs elsewhere */
+            vcpu_sm_init(&vm->vcpus[i].sm, VCPU_GONE);
+    }
     ioapic_init(&vm->ioapic, platform_ioapic_id(vm->nr_vcpus));
     uart_init(&vm->uart, console_out, vm);
     r = vm_register_devices(vm);

@@ -20,17 +20,13 @@
 #include "vmm/lapic.h"
 #include "vmm/memory.h"
 #include "vmm/uart.h"
+#include "vmm/vcpu_state.h"
 #include "vmm/vmm.h"
 
 /* The signal that kicks a vCPU thread out of KVM_RUN (and out of halt). It
  * is blocked outside KVM_RUN, so a kick sent at any time stays pending and
  * makes the next KVM_RUN return at once: kicks are never lost. */
 #define SIGKICK SIGUSR1
-
-enum vcpu_state {
-    VCPU_WAIT_SIPI, /* AP after INIT: parked until a SIPI */
-    VCPU_RUNNABLE,
-};
 
 #define VCPU_POST_CODES 8
 
@@ -49,9 +45,9 @@ struct vcpu {
     _Atomic bool kickable;
     pthread_t self;
 
-    pthread_mutex_t lock; /* guards lapic and state */
+    pthread_mutex_t lock; /* guards lapic and sm */
     struct lapic lapic;
-    enum vcpu_state state;
+    struct vcpu_sm sm;    /* what it is doing (vcpu_state.h) */
 
     timer_t timer;
     bool timer_created;
