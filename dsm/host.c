@@ -452,3 +452,29 @@ void dsm_host_stop(struct dsm_host *h)
     free(h->pte);
     free(h->filled);
 }
+
+/* ---- accessors ---------------------------------------------------------- */
+
+void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r)
+{
+    r->stats = h->eng.stats;
+    r->cached = h->eng.cached;
+    r->uffd_events = h->uffd_events;
+    r->hold_window_ns = dsm_hold_base_ns(&h->eng);
+    r->read_only_sharing = h->continue_wp;
+}
+
+int dsm_host_hot_pages(const struct dsm_host *h, struct dsm_hot_page *out, int k)
+{
+    return dsm_hot_pages(&h->eng, out, k);
+}
+
+void dsm_host_set_push(struct dsm_host *h, unsigned pages)
+{
+    dsm_set_push(&h->eng, pages);
+}
+
+int dsm_host_fd(const struct dsm_host *h)
+{
+    return h->uffd;
+}

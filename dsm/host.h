@@ -106,6 +106,24 @@ void dsm_host_release(struct dsm_host *h);
  * node must stop. */
 uint64_t dsm_host_errors(const struct dsm_host *h);
 
+/* ---- what the node's own code may read or set (instead of the fields) ---- */
+
+/* A snapshot of this node's DSM for --stats and the monitor. */
+struct dsm_host_report {
+    struct dsm_stats stats;
+    uint64_t cached;        /* copies of other nodes' pages held */
+    uint64_t uffd_events;
+    uint64_t hold_window_ns;
+    bool read_only_sharing; /* see continue_wp */
+};
+void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r);
+/* The k pages (<= 64) most fetched and lost here, most first (dsm.h). */
+int dsm_host_hot_pages(const struct dsm_host *h, struct dsm_hot_page *out, int k);
+/* Batching: see dsm_set_push. Before the message loop starts. */
+void dsm_host_set_push(struct dsm_host *h, unsigned pages);
+/* The userfaultfd, for the message loop's wait. */
+int dsm_host_fd(const struct dsm_host *h);
+
 /* Interconnect handler for DSM messages (ctx = the host). */
 void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payload);
 

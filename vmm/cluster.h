@@ -41,4 +41,22 @@ void cluster_forward_eoi(struct vm *vm, uint8_t vector);
 /* Tells every other node that the run ended. */
 void cluster_broadcast_stop(struct vm *vm);
 
+/* ---- between the cluster's files ---- */
+
+struct bus_access;
+/* A message the protocol does not allow: counted, reported once (cluster.c). */
+void cluster_bad_message(struct vm *vm, const struct ic_hdr *h, const char *why);
+/* cluster_io.c: the bus's forward op (waits for the owner's answer, up to
+ * a deadline: -ETIMEDOUT), the owner's side (queue, device thread) and the
+ * answer's arrival. */
+int cluster_forward(void *ctx, void *who, int owner, struct bus_access *a);
+int cluster_start_devices(struct vm *vm);
+void cluster_stop_devices(struct vm *vm);
+void cluster_queue_io(struct vm *vm, const struct ic_hdr *h, const void *payload);
+void cluster_io_answered(struct vm *vm, const struct ic_hdr *h);
+/* cluster_tsc.c: makes guest TSC agree with node 0's before vCPUs run. */
+int cluster_sync_tsc(struct vm *vm, char *err, size_t errlen);
+/* cluster_stats.c: the --stats line. */
+void cluster_print_stats(const struct vm *vm);
+
 #endif

@@ -33,12 +33,6 @@
 #define SIZES_ANY 0x7 /* 1, 2 and 4 bytes */
 #define SIZE_4 0x4
 
-static void deliver_all(struct vm *vm, const struct ioapic_out *out)
-{
-    for (int i = 0; i < out->n; i++)
-        vm_deliver(vm, &out->msg[i]);
-}
-
 /* ---- UART --------------------------------------------------------------- */
 
 /* After a UART access: drive IRQ 4 if the line changed. dev_lock held. */
@@ -60,7 +54,7 @@ static uint64_t uart_dev_read(void *ctx, void *who, uint64_t port, int size)
     uint32_t r = uart_read(&vm->uart, (unsigned)(port - UART_COM1_PORT));
     uart_sync_irq(vm, &out);
     pthread_mutex_unlock(&vm->dev_lock);
-    deliver_all(vm, &out);
+    vm_deliver_all(vm, &out);
     return r;
 }
 
@@ -73,7 +67,7 @@ static void uart_dev_write(void *ctx, void *who, uint64_t port, int size, uint64
     uart_write(&vm->uart, (unsigned)(port - UART_COM1_PORT), (uint8_t)val);
     uart_sync_irq(vm, &out);
     pthread_mutex_unlock(&vm->dev_lock);
-    deliver_all(vm, &out);
+    vm_deliver_all(vm, &out);
 }
 
 /* Saved state is the protobuf encoding of vmm/state.h: versioned, and
@@ -252,7 +246,7 @@ static void ioapic_dev_write(void *ctx, void *who, uint64_t addr, int size, uint
     pthread_mutex_lock(&vm->dev_lock);
     ioapic_mmio_write(&vm->ioapic, addr - IOAPIC_DEFAULT_BASE, (uint32_t)val, &out);
     pthread_mutex_unlock(&vm->dev_lock);
-    deliver_all(vm, &out);
+    vm_deliver_all(vm, &out);
 }
 
 static int ioapic_dev_save(void *ctx, void *buf, size_t len)

@@ -287,23 +287,22 @@ int kvm_saveable_msrs(int kvm_fd, uint32_t *idx, int max, int *dropped)
  * many it read: skip that one and go on with the rest. */
 static int save_msrs(int vcpu_fd, const uint32_t *idx, int n, struct kvm_vcpu_state *s)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry e[KVM_VCPU_STATE_MAX_MSRS];
-    } b;
+    uint64_t buf[(sizeof(struct kvm_msrs) +
+                  KVM_VCPU_STATE_MAX_MSRS * sizeof(struct kvm_msr_entry)) / 8 + 1];
+    struct kvm_msrs *b = (struct kvm_msrs *)buf;
     s->nmsrs = 0;
     int i = 0;
     while (i < n && i < KVM_VCPU_STATE_MAX_MSRS) {
         int k = 0;
-        memset(&b, 0, sizeof b);
+        memset(buf, 0, sizeof buf);
         for (int j = i; j < n && k < KVM_VCPU_STATE_MAX_MSRS; j++)
-            b.e[k++].index = idx[j];
-        b.hdr.nmsrs = (uint32_t)k;
-        int got = ioctl(vcpu_fd, KVM_GET_MSRS, &b);
+            b->entries[k++].index = idx[j];
+        b->nmsrs = (uint32_t)k;
+        int got = ioctl(vcpu_fd, KVM_GET_MSRS, b);
         if (got < 0)
             return -errno;
         for (int j = 0; j < got; j++)
-            s->msrs[s->nmsrs++] = b.e[j];
+            s->msrs[s->nmsrs++] = b->entries[j];
         i += got + 1; /* past the one it refused */
     }
     return 0;
@@ -317,7 +316,7 @@ int kvm_vcpu_save(int kvm_fd, int vcpu_fd, const uint32_t *idx, int n,
     s->has_xsave = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
     s->has_xcrs = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
     if (ioctl(vcpu_fd, KVM_GET_REGS, &s->regs) < 0 || ioctl(vcpu_fd, KVM_GET_SREGS, &s->sregs) < 0 ||
-        (s->has_xsave ? ioctl(vcpu_fd, KVM_GET_XSAVE, &s->xsave)
+        (s->has_xsave ? ioctl(vcpu_fd, KVM_GET_XSAVE, s->xsave)
                       : ioctl(vcpu_fd, KVM_GET_FPU, &s->fpu)) < 0 ||
         (s->has_xcrs && ioctl(vcpu_fd, KVM_GET_XCRS, &s->xcrs) < 0) ||
         ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &s->events) < 0 ||
@@ -333,16 +332,15 @@ int kvm_vcpu_save(int kvm_fd, int vcpu_fd, const uint32_t *idx, int n,
  * holds the saved value loses nothing; any other is an error. */
 static int restore_msrs(int vcpu_fd, const struct kvm_vcpu_state *s)
 {
-    struct {
-        struct kvm_msrs hdr;
-        struct kvm_msr_entry e[KVM_VCPU_STATE_MAX_MSRS];
-    } b;
+    uint64_t buf[(sizeof(struct kvm_msrs) +
+                  KVM_VCPU_STATE_MAX_MSRS * sizeof(struct kvm_msr_entry)) / 8 + 1];
+    struct kvm_msrs *b = (struct kvm_msrs *)buf;
     uint32_t i = 0;
     while (i < s->nmsrs) {
-        memset(&b, 0, sizeof b);
-        b.hdr.nmsrs = s->nmsrs - i;
-        memcpy(b.e, s->msrs + i, b.hdr.nmsrs * sizeof b.e[0]);
-        int r = ioctl(vcpu_fd, KVM_SET_MSRS, &b);
+        memset(buf, 0, sizeof buf);
+        b->nmsrs = s->nmsrs - i;
+        memcpy(b->entries, s->msrs + i, b->nmsrs * sizeof b->entries[0]);
+        int r = ioctl(vcpu_fd, KVM_SET_MSRS, b);
         if (r < 0)
             return -errno;
         i += (uint32_t)r;
@@ -364,7 +362,7 @@ int kvm_vcpu_restore(int vcpu_fd, const struct kvm_vcpu_state *s)
     /* QEMU's order: registers, FPU state, XCRs, special registers, MSRs,
      * then MP state, events and debug registers, which depend on them. */
     if (ioctl(vcpu_fd, KVM_SET_REGS, &s->regs) < 0 ||
-        (s->has_xsave ? ioctl(vcpu_fd, KVM_SET_XSAVE, &s->xsave)
+        (s->has_xsave ? ioctl(vcpu_fd, KVM_SET_XSAVE, s->xsave)
                       : ioctl(vcpu_fd, KVM_SET_FPU, &s->fpu)) < 0 ||
         (s->has_xcrs && ioctl(vcpu_fd, KVM_SET_XCRS, &s->xcrs) < 0) ||
         ioctl(vcpu_fd, KVM_SET_SREGS, &s->sregs) < 0)

@@ -42,7 +42,9 @@ struct kvm_vcpu_state {
     uint32_t has_xsave, has_xcrs, nmsrs;
     struct kvm_regs regs;
     struct kvm_sregs sregs;
-    struct kvm_xsave xsave; /* or, without has_xsave: */
+    /* struct kvm_xsave's 4 KiB region (newer headers give the struct a
+     * flexible tail, which cannot sit inside another struct) */
+    uint32_t xsave[1024]; /* or, without has_xsave: */
     struct kvm_fpu fpu;
     struct kvm_xcrs xcrs;
     struct kvm_vcpu_events events;

@@ -1,4 +1,5 @@
-/* The node's VM: creation, the main loop, stopping, interrupt routing. */
+/* The node's VM: creation, the main loop, stopping. Interrupt routing is
+ * in irq.c, guest TSC in tsc.c. */
 #include "platform/platform.h"
 #include <errno.h>
 #include <poll.h>
@@ -87,65 +88,6 @@ void vm_fail(struct vm *vm, const char *fmt, ...)
     vm_stop(vm, VM_EXIT_ERROR, 1);
 }
 
-void vm_deliver_local(struct vm *vm, const struct apic_msg *m)
-{
-    bool lowest = m->delivery == APIC_DM_LOWEST;
-    for (int i = 0; i < vm->nr_vcpus; i++) {
-        struct vcpu *v = &vm->vcpus[i];
-        if (!v->local)
-            continue;
-        pthread_mutex_lock(&v->lock);
-        bool hit = lapic_match(&v->lapic, m);
-        if (hit)
-            lapic_deliver(&v->lapic, m);
-        pthread_mutex_unlock(&v->lock);
-        if (hit) {
-            vcpu_kick(v);
-            if (lowest)
-                break; /* lowest priority: the first match takes it */
-        }
-    }
-}
-
-void vm_deliver(struct vm *vm, const struct apic_msg *m)
-{
-    vm_deliver_local(vm, m);
-    if (vm->cfg.ic)
-        cluster_send_ipi(vm, m);
-}
-
-static void deliver_out(struct vm *vm, const struct ioapic_out *out)
-{
-    for (int i = 0; i < out->n; i++)
-        vm_deliver(vm, &out->msg[i]);
-}
-
-void vm_set_irq(struct vm *vm, int pin, int level)
-{
-    struct ioapic_out out = {0};
-    pthread_mutex_lock(&vm->dev_lock);
-    ioapic_set_irq(&vm->ioapic, pin, level, &out);
-    pthread_mutex_unlock(&vm->dev_lock);
-    deliver_out(vm, &out);
-}
-
-void vm_eoi(struct vm *vm, uint8_t vector)
-{
-    /* Only the owner's IOAPIC routes interrupts (the others' copies never
-     * see a pin change): an EOI elsewhere would leave Remote IRR set there
-     * and the line masked for good. It goes without waiting for an answer,
-     * unlike a register access. */
-    if (!bus_is_local(&vm->bus, vm->ioapic_dev)) {
-        cluster_forward_eoi(vm, vector);
-        return;
-    }
-    struct ioapic_out out = {0};
-    pthread_mutex_lock(&vm->dev_lock);
-    ioapic_eoi(&vm->ioapic, vector, &out);
-    pthread_mutex_unlock(&vm->dev_lock);
-    deliver_out(vm, &out);
-}
-
 static void console_out(void *ctx, uint8_t byte)
 {
     struct vm *vm = ctx;
@@ -214,46 +156,6 @@ static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
     kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
     lapic_init(&v->lapic, (uint32_t)id, id == 0, &clk);
     vcpu_sm_init(&v->sm, id == 0 ? VCPU_RUNNABLE : VCPU_WAIT_SIPI);
-    return 0;
-}
-
-/* Guest TSC across node processes. KVM starts each VM's TSC at 0 when its
- * first vCPU is created and keeps the vCPUs of one VM in step, but every
- * node process has its own VM, created at its own moment: left alone, a
- * vCPU on node 1 would read a TSC some milliseconds behind one on node 0,
- * and a TSC value handed from one to the other would step backwards. So
- * every node sets guest TSC = host TSC - ref, with one ref (node 0's host
- * TSC when it starts the run, sent in VM_T_TSC), before any vCPU runs.
- * The offset is set exactly through the vCPU attribute KVM_VCPU_TSC_OFFSET
- * (Linux 5.16+); otherwise by writing IA32_TSC from the host, which is off
- * by the ioctl's latency (KVM then gives the VM's other vCPUs the same
- * offset). The node processes on one host read the same host TSC, so they
- * agree exactly; hosts' TSCs are unrelated, so across hosts this needs an
- * offset estimated over the interconnect (not done yet). */
-int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
-{
-    for (int i = 0; i < vm->nr_vcpus; i++) {
-        struct vcpu *v = &vm->vcpus[i];
-        int64_t offset = -(int64_t)ref;
-        struct kvm_device_attr attr = {
-            .group = KVM_VCPU_TSC_CTRL,
-            .attr = KVM_VCPU_TSC_OFFSET,
-            .addr = (uint64_t)(uintptr_t)&offset,
-        };
-        int r = 0;
-        if (ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &attr) < 0 ||
-            ioctl(v->fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
-            r = kvm_set_msr(v->fd, MSR_IA32_TSC, __rdtsc() - ref);
-        struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
-        r = r ?: kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
-        if (r < 0) {
-            snprintf(err, errlen, "cannot set vCPU %d's TSC: %s", i, strerror(-r));
-            return r;
-        }
-        pthread_mutex_lock(&v->lock);
-        v->lapic.clock = clk;
-        pthread_mutex_unlock(&v->lock);
-    }
     return 0;
 }
 
@@ -495,7 +397,7 @@ static void feed_console(struct vm *vm, int *in_fd)
         ioapic_set_irq(&vm->ioapic, UART_COM1_IRQ, line, &out);
     }
     pthread_mutex_unlock(&vm->dev_lock);
-    deliver_out(vm, &out);
+    vm_deliver_all(vm, &out);
 }
 
 /* The main thread waits for the end of the run, a signal, or console input. */

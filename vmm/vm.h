@@ -133,6 +133,8 @@ void vm_fail(struct vm *vm, const char *fmt, ...) __attribute__((format(printf, 
 
 /* Delivers an APIC bus message to every vCPU it addresses, and kicks them. */
 void vm_deliver(struct vm *vm, const struct apic_msg *m);
+/* Every message an IOAPIC call produced (after dropping dev_lock). */
+void vm_deliver_all(struct vm *vm, const struct ioapic_out *out);
 /* Only to this node's vCPUs (an IPI that arrived from another node). */
 void vm_deliver_local(struct vm *vm, const struct apic_msg *m);
 /* Like vm_stop, for a stop another node announced (not re-broadcast). */

@@ -103,7 +103,7 @@ START_TEST(state_moves_to_another_vm_and_runs_there)
     ck_assert_uint_eq(t.debugregs.db[0], 0x5000);
     ck_assert_uint_eq(t.mp_state.mp_state, s.mp_state.mp_state);
     if (s.has_xsave)
-        ck_assert_mem_eq(&t.xsave, &s.xsave, sizeof s.xsave);
+        ck_assert_mem_eq(t.xsave, s.xsave, sizeof s.xsave);
     ck_assert_uint_eq(t.nmsrs, s.nmsrs);
     for (uint32_t i = 0; i < s.nmsrs; i++) {
         ck_assert_uint_eq(t.msrs[i].index, s.msrs[i].index);

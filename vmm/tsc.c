@@ -1,0 +1,52 @@
+/* Guest TSC: one timeline for every vCPU of the machine. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <x86intrin.h>
+
+#include "clock/clock.h"
+#include "vmm/kvm.h"
+#include "vmm/vm.h"
+
+#define MSR_IA32_TSC 0x10
+
+/* Guest TSC across node processes. KVM starts each VM's TSC at 0 when its
+ * first vCPU is created and keeps the vCPUs of one VM in step, but every
+ * node process has its own VM, created at its own moment: left alone, a
+ * vCPU on node 1 would read a TSC some milliseconds behind one on node 0,
+ * and a TSC value handed from one to the other would step backwards. So
+ * every node sets guest TSC = host TSC - ref, with one ref (node 0's host
+ * TSC when it starts the run, sent in VM_T_TSC), before any vCPU runs.
+ * The offset is set exactly through the vCPU attribute KVM_VCPU_TSC_OFFSET
+ * (Linux 5.16+); otherwise by writing IA32_TSC from the host, which is off
+ * by the ioctl's latency (KVM then gives the VM's other vCPUs the same
+ * offset). The node processes on one host read the same host TSC, so they
+ * agree exactly; hosts' TSCs are unrelated, so across hosts this needs an
+ * offset estimated over the interconnect (not done yet). */
+int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
+{
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        int64_t offset = -(int64_t)ref;
+        struct kvm_device_attr attr = {
+            .group = KVM_VCPU_TSC_CTRL,
+            .attr = KVM_VCPU_TSC_OFFSET,
+            .addr = (uint64_t)(uintptr_t)&offset,
+        };
+        int r = 0;
+        if (ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &attr) < 0 ||
+            ioctl(v->fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
+            r = kvm_set_msr(v->fd, MSR_IA32_TSC, __rdtsc() - ref);
+        struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
+        r = r ?: kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
+        if (r < 0) {
+            snprintf(err, errlen, "cannot set vCPU %d's TSC: %s", i, strerror(-r));
+            return r;
+        }
+        pthread_mutex_lock(&v->lock);
+        v->lapic.clock = clk;
+        pthread_mutex_unlock(&v->lock);
+    }
+    return 0;
+}
