@@ -3,7 +3,6 @@
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -28,12 +27,12 @@ static int probe_run(int vm_fd, int vcpu_fd, struct kvm_run *run, double *ns)
         return r;
     uint64_t t0 = clock_now_ns();
     do {
-        r = ioctl(vcpu_fd, KVM_RUN, 0);
-    } while (r < 0 && errno == EINTR);
+        r = kvm_run(vcpu_fd);
+    } while (r == -EINTR);
     uint64_t t1 = clock_now_ns();
     (void)vm_fd;
     if (r < 0)
-        return -errno;
+        return r;
     if (run->exit_reason != KVM_EXIT_HLT)
         return -EIO;
     *ns = (double)(t1 - t0) / PROBE_ITERS;
@@ -48,7 +47,10 @@ int emulate_probe_cpl0(int kvm_fd, bool *emulated, double *ns_per_iter)
                             0x66, 0x49, 0x75, 0xfc, 0xf4};
     int vm_fd = -1, vcpu_fd = -1, r;
     struct kvm_run *run = NULL;
-    size_t run_size = (size_t)ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    size_t run_size = 0;
+    r = kvm_vcpu_mmap_size(kvm_fd, &run_size);
+    if (r < 0)
+        return r;
     void *mem = mmap(NULL, 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
         return -errno;
@@ -255,13 +257,13 @@ static void note_kind(struct vm *vm, enum emul_kind k)
 static int inject_bp(struct vcpu *v)
 {
     struct kvm_vcpu_events ev;
-    if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+    if (kvm_get_events(v->fd, &ev) < 0)
         return -errno;
     ev.exception.injected = 1;
     ev.exception.nr = 3;
     ev.exception.has_error_code = 0;
     ev.flags = 0;
-    return ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) < 0 ? -errno : 0;
+    return kvm_set_events(v->fd, &ev);
 }
 
 static int mxcsr_op(struct vcpu *v, const struct kvm_regs *r, const struct kvm_sregs *s,
@@ -282,7 +284,7 @@ static int mxcsr_op(struct vcpu *v, const struct kvm_regs *r, const struct kvm_s
         la += s->gs.base;
 
     struct kvm_fpu fpu;
-    if (ioctl(v->fd, KVM_GET_FPU, &fpu) < 0)
+    if (kvm_get_fpu(v->fd, &fpu) < 0)
         return -errno;
     if (load) {
         uint32_t val;
@@ -290,7 +292,7 @@ static int mxcsr_op(struct vcpu *v, const struct kvm_regs *r, const struct kvm_s
         if (e < 0)
             return e;
         fpu.mxcsr = val & 0xffff;
-        return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
+        return kvm_set_fpu(v->fd, &fpu);
     }
     return write_linear(v->vm, s, la, &fpu.mxcsr, 4);
 }
@@ -303,7 +305,7 @@ int emulate_fixup(struct vcpu *v)
     size_t n;
     enum fixup_op op;
     struct fixup_mem m;
-    if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+    if (kvm_get_regs(v->fd, &r) < 0 || kvm_get_sregs(v->fd, &s) < 0)
         return -errno;
     if (fetch_insn(v, &r, &s, insn, &n) < 0)
         return -EFAULT;
@@ -315,7 +317,7 @@ int emulate_fixup(struct vcpu *v)
     case FIX_INT3:
         note_kind(v->vm, EMUL_INT3);
         r.rip += (uint64_t)len;
-        if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
+        if (kvm_set_regs(v->fd, &r) < 0)
             return -errno;
         return inject_bp(v);
     case FIX_FWAIT:
@@ -340,7 +342,7 @@ int emulate_fixup(struct vcpu *v)
     if (e < 0)
         return e;
     r.rip += (uint64_t)len;
-    return ioctl(v->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+    return kvm_set_regs(v->fd, &r);
 }
 
 void emulate_describe_insn(struct vcpu *v, char *buf, size_t len)
@@ -349,7 +351,7 @@ void emulate_describe_insn(struct vcpu *v, char *buf, size_t len)
     struct kvm_sregs s;
     uint8_t insn[15];
     size_t n = 0;
-    if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
+    if (kvm_get_regs(v->fd, &r) < 0 || kvm_get_sregs(v->fd, &s) < 0) {
         snprintf(buf, len, "(registers unavailable)");
         return;
     }

@@ -231,6 +231,70 @@ int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id)
     return r;
 }
 
+static int io(int fd, unsigned long req, const void *arg)
+{
+    return ioctl(fd, req, arg) < 0 ? -errno : 0;
+}
+
+int kvm_run(int vcpu_fd) { return io(vcpu_fd, KVM_RUN, NULL); }
+int kvm_get_regs(int vcpu_fd, struct kvm_regs *r) { return io(vcpu_fd, KVM_GET_REGS, r); }
+int kvm_set_regs(int vcpu_fd, const struct kvm_regs *r) { return io(vcpu_fd, KVM_SET_REGS, r); }
+int kvm_get_sregs(int vcpu_fd, struct kvm_sregs *s) { return io(vcpu_fd, KVM_GET_SREGS, s); }
+int kvm_set_sregs(int vcpu_fd, const struct kvm_sregs *s) { return io(vcpu_fd, KVM_SET_SREGS, s); }
+int kvm_get_fpu(int vcpu_fd, struct kvm_fpu *f) { return io(vcpu_fd, KVM_GET_FPU, f); }
+int kvm_set_fpu(int vcpu_fd, const struct kvm_fpu *f) { return io(vcpu_fd, KVM_SET_FPU, f); }
+int kvm_get_events(int vcpu_fd, struct kvm_vcpu_events *e)
+{
+    return io(vcpu_fd, KVM_GET_VCPU_EVENTS, e);
+}
+int kvm_set_events(int vcpu_fd, const struct kvm_vcpu_events *e)
+{
+    return io(vcpu_fd, KVM_SET_VCPU_EVENTS, e);
+}
+int kvm_nmi(int vcpu_fd) { return io(vcpu_fd, KVM_NMI, NULL); }
+
+int kvm_interrupt(int vcpu_fd, uint32_t vector)
+{
+    struct kvm_interrupt irq = {.irq = vector};
+    return io(vcpu_fd, KVM_INTERRUPT, &irq);
+}
+
+int kvm_set_signal_mask(int vcpu_fd, const void *sigset8)
+{
+    uint32_t buf[(sizeof(struct kvm_signal_mask) + 8) / 4] = {0};
+    struct kvm_signal_mask *km = (struct kvm_signal_mask *)buf;
+    km->len = 8;
+    memcpy(km->sigset, sigset8, 8);
+    return io(vcpu_fd, KVM_SET_SIGNAL_MASK, km);
+}
+
+int kvm_tsc_khz(int vcpu_fd)
+{
+    int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);
+    return khz < 0 ? -errno : khz;
+}
+
+int kvm_set_tsc_offset(int vcpu_fd, int64_t offset)
+{
+    struct kvm_device_attr attr = {
+        .group = KVM_VCPU_TSC_CTRL,
+        .attr = KVM_VCPU_TSC_OFFSET,
+        .addr = (uint64_t)(uintptr_t)&offset,
+    };
+    if (ioctl(vcpu_fd, KVM_HAS_DEVICE_ATTR, &attr) < 0)
+        return -ENOTSUP;
+    return io(vcpu_fd, KVM_SET_DEVICE_ATTR, &attr);
+}
+
+int kvm_vcpu_mmap_size(int kvm_fd, size_t *size)
+{
+    int sz = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz <= 0)
+        return sz < 0 ? -errno : -EIO;
+    *size = (size_t)sz;
+    return 0;
+}
+
 int kvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *val)
 {
     uint64_t buf[(sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)) / 8 + 1] = {0};

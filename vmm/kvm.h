@@ -23,6 +23,27 @@ int kvm_create_vcpu(int vm_fd, int id, size_t run_size, int *fd, struct kvm_run 
 int kvm_set_cpuid(int kvm_fd, int vcpu_fd, uint32_t apic_id);
 /* The change kvm_set_cpuid makes to one entry (pure; for tests). */
 void kvm_cpuid_fix(struct kvm_cpuid_entry2 *e, uint32_t apic_id);
+/* One vCPU ioctl each; 0 or -errno. */
+int kvm_run(int vcpu_fd);
+int kvm_get_regs(int vcpu_fd, struct kvm_regs *r);
+int kvm_set_regs(int vcpu_fd, const struct kvm_regs *r);
+int kvm_get_sregs(int vcpu_fd, struct kvm_sregs *s);
+int kvm_set_sregs(int vcpu_fd, const struct kvm_sregs *s);
+int kvm_get_fpu(int vcpu_fd, struct kvm_fpu *f);
+int kvm_set_fpu(int vcpu_fd, const struct kvm_fpu *f);
+int kvm_get_events(int vcpu_fd, struct kvm_vcpu_events *e);
+int kvm_set_events(int vcpu_fd, const struct kvm_vcpu_events *e);
+int kvm_nmi(int vcpu_fd);
+int kvm_interrupt(int vcpu_fd, uint32_t vector);
+/* The signals KVM_RUN unblocks (the kernel's 8-byte sigset). */
+int kvm_set_signal_mask(int vcpu_fd, const void *sigset8);
+/* The guest TSC frequency in kHz, or a negative errno. */
+int kvm_tsc_khz(int vcpu_fd);
+/* Guest TSC = host TSC + offset, exactly (KVM_VCPU_TSC_OFFSET, Linux 5.16+);
+ * -ENOTSUP where KVM lacks the attribute. */
+int kvm_set_tsc_offset(int vcpu_fd, int64_t offset);
+/* Size of the kvm_run area to map per vCPU. */
+int kvm_vcpu_mmap_size(int kvm_fd, size_t *size);
 int kvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *val);
 int kvm_set_msr(int vcpu_fd, uint32_t index, uint64_t val);
 

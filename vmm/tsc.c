@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <x86intrin.h>
 
 #include "clock/clock.h"
@@ -28,15 +27,8 @@ int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
 {
     for (int i = 0; i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
-        int64_t offset = -(int64_t)ref;
-        struct kvm_device_attr attr = {
-            .group = KVM_VCPU_TSC_CTRL,
-            .attr = KVM_VCPU_TSC_OFFSET,
-            .addr = (uint64_t)(uintptr_t)&offset,
-        };
         int r = 0;
-        if (ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &attr) < 0 ||
-            ioctl(v->fd, KVM_SET_DEVICE_ATTR, &attr) < 0)
+        if (kvm_set_tsc_offset(v->fd, -(int64_t)ref) < 0)
             r = kvm_set_msr(v->fd, MSR_IA32_TSC, __rdtsc() - ref);
         struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
         r = r ?: kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);

@@ -9,12 +9,12 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "clock/clock.h"
 #include "vmm/emulate.h"
+#include "vmm/kvm.h"
 #include "vmm/vm.h"
 #include "vmm/x86_setup.h"
 
@@ -52,12 +52,9 @@ static int setup_thread_signals(struct vcpu *v)
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
     sigdelset(&cur, SIGKICK);
     /* The kernel's sigset is 8 bytes, not glibc's 128. */
-    uint32_t buf[(sizeof(struct kvm_signal_mask) + 8) / 4] = {0};
-    struct kvm_signal_mask *km = (struct kvm_signal_mask *)buf;
-    km->len = 8;
-    memcpy(km->sigset, &cur, 8);
-    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, km) < 0)
-        return -errno;
+    int r = kvm_set_signal_mask(v->fd, &cur);
+    if (r < 0)
+        return r;
 
     struct sigevent sev = {0};
     sev.sigev_notify = SIGEV_THREAD_ID;
@@ -119,10 +116,11 @@ static int prepare_entry(struct vcpu *v)
     uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
     if (v->lapic.nmi_pending) {
         /* Kept pending if KVM is busy with one (EBUSY) or interrupted. */
-        if (ioctl(v->fd, KVM_NMI) == 0) {
+        int r = kvm_nmi(v->fd);
+        if (r == 0) {
             v->lapic.nmi_pending = false;
-        } else if (errno != EBUSY && errno != EINTR && errno != EAGAIN) {
-            int e = errno;
+        } else if (r != -EBUSY && r != -EINTR && r != -EAGAIN) {
+            int e = -r;
             v->lapic.nmi_pending = false;
             pthread_mutex_unlock(&v->lock);
             vm_fail(v->vm, "vCPU %d: KVM refused to inject an NMI: %s", v->id, strerror(e));
@@ -133,8 +131,7 @@ static int prepare_entry(struct vcpu *v)
     run->request_interrupt_window = 0;
     if (vec >= 0) {
         if (run->ready_for_interrupt_injection && run->if_flag) {
-            struct kvm_interrupt irq = {.irq = (uint32_t)vec};
-            if (ioctl(v->fd, KVM_INTERRUPT, &irq) == 0)
+            if (kvm_interrupt(v->fd, (uint32_t)vec) == 0)
                 lapic_irq_injected(&v->lapic, vec);
             else
                 run->request_interrupt_window = 1;
@@ -232,7 +229,7 @@ static int handle_exit(struct vcpu *v)
     case KVM_EXIT_SHUTDOWN: {
         struct kvm_regs r;
         char post[3 * VCPU_POST_CODES + 1], rip[32] = "unknown";
-        if (ioctl(v->fd, KVM_GET_REGS, &r) == 0)
+        if (kvm_get_regs(v->fd, &r) == 0)
             snprintf(rip, sizeof rip, "%#llx", (unsigned long long)r.rip);
         vm_fail(v->vm, "vCPU %d: the guest triple-faulted (RIP %s): it crashed; "
                 "its last POST codes (port 0x80, oldest first): %s",
@@ -290,16 +287,16 @@ static void run_loop(struct vcpu *v)
         if (prepare_entry(v) < 0)
             return;
         bench_before_entry(v, exit_ns);
-        int r = ioctl(v->fd, KVM_RUN, 0);
+        int r = kvm_run(v->fd);
         if (vm->bench)
             exit_ns = clock_now_ns();
         if (r < 0) {
-            if (errno == EINTR || errno == EAGAIN) {
+            if (r == -EINTR || r == -EAGAIN) {
                 consume_kicks();
                 exit_ns = 0;
                 continue;
             }
-            vm_fail(vm, "vCPU %d: KVM_RUN failed: %s", v->id, strerror(errno));
+            vm_fail(vm, "vCPU %d: KVM_RUN failed: %s", v->id, strerror(-r));
             return;
         }
         pthread_mutex_lock(&v->lock);

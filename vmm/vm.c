@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -326,7 +325,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
     for (int i = 0; i < vm->nr_vcpus && r == 0; i++) {
         r = setup_vcpu(vm, i, err, errlen);
         if (r == 0 && i == 0) {
-            int khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+            int khz = kvm_tsc_khz(vm->vcpus[0].fd);
             vm->tsc_khz = khz > 0 ? (uint64_t)khz : 1000000;
             vm->vcpus[0].lapic.clock.tsc_khz = vm->tsc_khz;
         }

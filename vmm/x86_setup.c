@@ -2,9 +2,9 @@
 #include <errno.h>
 #include <linux/kvm.h>
 #include <string.h>
-#include <sys/ioctl.h>
 
 #include "vmm/boot.h"
+#include "vmm/kvm.h"
 #include "vmm/x86_setup.h"
 
 #define CR0_PE (1ULL << 0)
@@ -53,7 +53,7 @@ static struct kvm_segment seg(uint16_t sel, uint8_t type, int l, int db)
 int x86_enter_long_mode(int vcpu_fd, uint64_t entry, uint64_t boot_params)
 {
     struct kvm_sregs s;
-    if (ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
+    if (kvm_get_sregs(vcpu_fd, &s) < 0)
         return -errno;
     s.cs = seg(0x10, 11, 1, 0);
     s.ds = s.es = s.fs = s.gs = s.ss = seg(0x18, 3, 0, 1);
@@ -68,7 +68,7 @@ int x86_enter_long_mode(int vcpu_fd, uint64_t entry, uint64_t boot_params)
     s.cr3 = BOOT_PML4_GPA;
     s.cr4 = CR4_PAE;
     s.efer = EFER_LME | EFER_LMA;
-    if (ioctl(vcpu_fd, KVM_SET_SREGS, &s) < 0)
+    if (kvm_set_sregs(vcpu_fd, &s) < 0)
         return -errno;
 
     struct kvm_regs r;
@@ -76,7 +76,7 @@ int x86_enter_long_mode(int vcpu_fd, uint64_t entry, uint64_t boot_params)
     r.rip = entry;
     r.rsi = boot_params;
     r.rflags = 0x2;
-    return ioctl(vcpu_fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+    return kvm_set_regs(vcpu_fd, &r);
 }
 
 static struct kvm_segment real_seg(uint16_t sel, uint8_t type)
@@ -90,7 +90,7 @@ static struct kvm_segment real_seg(uint16_t sel, uint8_t type)
 int x86_enter_sipi(int vcpu_fd, uint8_t vector)
 {
     struct kvm_sregs s;
-    if (ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
+    if (kvm_get_sregs(vcpu_fd, &s) < 0)
         return -errno;
     s.cs = real_seg((uint16_t)vector << 8, 11);
     s.ds = s.es = s.fs = s.gs = s.ss = real_seg(0, 3);
@@ -103,12 +103,12 @@ int x86_enter_sipi(int vcpu_fd, uint8_t vector)
     s.cr0 = CR0_ET;
     s.cr2 = s.cr3 = s.cr4 = 0;
     s.efer = 0;
-    if (ioctl(vcpu_fd, KVM_SET_SREGS, &s) < 0)
+    if (kvm_set_sregs(vcpu_fd, &s) < 0)
         return -errno;
     struct kvm_regs r;
     memset(&r, 0, sizeof r);
     r.rip = 0;
     r.rflags = 0x2;
     r.rdx = 0x600; /* family 6 reset signature */
-    return ioctl(vcpu_fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
+    return kvm_set_regs(vcpu_fd, &r);
 }
