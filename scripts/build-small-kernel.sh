@@ -56,13 +56,15 @@ make -s tinyconfig >/dev/null
 ./scripts/kconfig/merge_config.sh -m .config "$CONF" >/dev/null
 make -s olddefconfig >/dev/null
 # A renamed option would silently leave the kernel without it.
-for o in SMP ACPI NUMA ACPI_NUMA KVM_GUEST SERIAL_8250_CONSOLE BLK_DEV_INITRD BINFMT_SCRIPT; do
+for o in SMP ACPI NUMA ACPI_NUMA KVM_GUEST SERIAL_8250_CONSOLE BLK_DEV_INITRD BINFMT_SCRIPT NO_HZ_IDLE; do
     grep -q "^CONFIG_$o=y" .config || { say "CONFIG_$o did not survive olddefconfig in $pkg"; exit 1; }
 done
 say "building $pkg (tinyconfig + $(basename "$CONF")) with $(nproc) jobs"
 make -j"$(nproc)" bzImage >"$CACHE/build.log" 2>&1 || { tail -n 20 "$CACHE/build.log" >&2; exit 1; }
 cp arch/x86/boot/bzImage "$CACHE/bzImage"
 cp .config "$CACHE/config"
+# For reading --stats' hottest pages: guest-physical = symbol - 0xffffffff80000000.
+cp System.map "$CACHE/System.map"
 cd "$CACHE"
 rm -rf "$W"
 echo $((SECONDS - t0)) >"$CACHE/build-seconds"
