@@ -25,6 +25,7 @@
 #include "clock/clock.h"
 #include "interconnect/bootstrap.h"
 #include "interconnect/interconnect.h"
+#include "interconnect/transport.h"
 
 /* Receives always posted. Messages beyond them take a provider's
  * unexpected-message path, and libfabric 1.17's shm provider was seen to
@@ -78,7 +79,7 @@ struct slot {
     bool tx;
 };
 
-struct ic {
+struct fabric {
     uint64_t dead_ns; /* a peer silent this long is dead */
     struct ic_config cfg;
     char prov_name[64];
@@ -126,7 +127,7 @@ static enum ic_provider pick_provider(const struct ic_config *c)
     return IC_PROV_TCP;
 }
 
-static int get_info(struct ic *ic, enum ic_provider p, char *err, size_t errlen)
+static int get_info(struct fabric *ic, enum ic_provider p, char *err, size_t errlen)
 {
     struct fi_info *hints = fi_allocinfo();
     char ip[64] = "";
@@ -155,7 +156,7 @@ static int get_info(struct ic *ic, enum ic_provider p, char *err, size_t errlen)
     return 0;
 }
 
-static int open_cq(struct ic *ic, struct fid_cq **cq, bool want_fd)
+static int open_cq(struct fabric *ic, struct fid_cq **cq, bool want_fd)
 {
     struct fi_cq_attr a = {.format = FI_CQ_FORMAT_TAGGED, .size = NRX + NTX,
                            .wait_obj = want_fd ? FI_WAIT_FD : FI_WAIT_NONE};
@@ -169,7 +170,7 @@ static int open_cq(struct ic *ic, struct fid_cq **cq, bool want_fd)
     return r;
 }
 
-static int post_rx(struct ic *ic, struct slot *s)
+static int post_rx(struct fabric *ic, struct slot *s)
 {
     int r;
     do {
@@ -180,7 +181,7 @@ static int post_rx(struct ic *ic, struct slot *s)
     return r;
 }
 
-static int setup_buffers(struct ic *ic)
+static int setup_buffers(struct fabric *ic)
 {
     size_t len = (size_t)(NRX + NTX) * SLOT_SIZE;
     ic->region = aligned_alloc(4096, (len + 4095) & ~(size_t)4095);
@@ -206,7 +207,7 @@ static int setup_buffers(struct ic *ic)
     return 0;
 }
 
-static int open_endpoint(struct ic *ic)
+static int open_endpoint(struct fabric *ic)
 {
     struct fi_av_attr ava = {.type = FI_AV_TABLE, .count = IC_MAX_RANKS};
     int r = fi_fabric(ic->info->fabric_attr, &ic->fabric, NULL);
@@ -225,7 +226,7 @@ static int open_endpoint(struct ic *ic)
     return r;
 }
 
-static int insert_peers(struct ic *ic, const struct ic_addr *table)
+static int insert_peers(struct fabric *ic, const struct ic_addr *table)
 {
     for (int i = 0; i < ic->cfg.size; i++) {
         if (fi_av_insert(ic->av, table[i].bytes, 1, &ic->peer[i], 0, NULL) != 1)
@@ -234,12 +235,23 @@ static int insert_peers(struct ic *ic, const struct ic_addr *table)
     return 0;
 }
 
-int ic_open(const struct ic_config *c, struct ic **out, char *err, size_t errlen)
+static int fabric_open(const struct ic_config *c, struct fabric **out, char *err, size_t errlen);
+static void fabric_close(struct fabric *ic);
+
+int ic_fabric_open(const struct ic_config *c, void **out, char *err, size_t errlen)
+{
+    struct fabric *f = NULL;
+    int r = fabric_open(c, &f, err, errlen);
+    *out = f;
+    return r;
+}
+
+static int fabric_open(const struct ic_config *c, struct fabric **out, char *err, size_t errlen)
 {
     int r = ic_config_check(c, err, errlen);
     if (r < 0)
         return r;
-    struct ic *ic = calloc(1, sizeof *ic);
+    struct fabric *ic = calloc(1, sizeof *ic);
     if (!ic)
         return -ENOMEM;
     ic->cfg = *c;
@@ -280,13 +292,13 @@ int ic_open(const struct ic_config *c, struct ic **out, char *err, size_t errlen
     *out = ic;
     return 0;
 fail:
-    ic_close(ic);
+    fabric_close(ic);
     return r;
 }
 
 /* ---- sending ---------------------------------------------------------------- */
 
-static void reap_tx(struct ic *ic)
+static void reap_tx(struct fabric *ic)
 {
     struct fi_cq_tagged_entry e[16];
     ssize_t n;
@@ -301,7 +313,7 @@ static void reap_tx(struct ic *ic)
 }
 
 /* A header from this rank, without payload. */
-static struct ic_hdr make_hdr(const struct ic *ic, int dst, uint8_t type, uint64_t arg0,
+static struct ic_hdr make_hdr(const struct fabric *ic, int dst, uint8_t type, uint64_t arg0,
                               uint64_t arg1)
 {
     return (struct ic_hdr){.magic = IC_MAGIC, .version = IC_VERSION, .type = type,
@@ -309,7 +321,7 @@ static struct ic_hdr make_hdr(const struct ic *ic, int dst, uint8_t type, uint64
                            .arg0 = arg0, .arg1 = arg1};
 }
 
-static int send_locked(struct ic *ic, int dst, const struct ic_hdr *h, const void *payload)
+static int send_locked(struct fabric *ic, int dst, const struct ic_hdr *h, const void *payload)
 {
     uint64_t start = 0;
     while (ic->nfree == 0) {
@@ -348,7 +360,7 @@ static int send_locked(struct ic *ic, int dst, const struct ic_hdr *h, const voi
     return 0;
 }
 
-int ic_send(struct ic *ic, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
+static int fabric_send(struct fabric *ic, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
             const void *payload, uint32_t len)
 {
     if (dst < 0 || dst >= ic->cfg.size || dst == ic->cfg.rank || len > IC_MAX_PAYLOAD ||
@@ -369,7 +381,7 @@ static const char *const drop_name[IC_DROP_COUNT] = {
     "wrong sender rank", "not addressed to us",
 };
 
-static void note_drop(struct ic *ic, enum ic_drop why, int from)
+static void note_drop(struct fabric *ic, enum ic_drop why, int from)
 {
     ic->stats.dropped[why]++;
     uint64_t t = clock_now_ns();
@@ -381,7 +393,7 @@ static void note_drop(struct ic *ic, enum ic_drop why, int from)
             (unsigned long long)(ic->stats.dropped[why]));
 }
 
-static int peer_of(const struct ic *ic, fi_addr_t a)
+static int peer_of(const struct fabric *ic, fi_addr_t a)
 {
     if (a == FI_ADDR_NOTAVAIL || a == FI_ADDR_UNSPEC)
         return -1;
@@ -393,7 +405,7 @@ static int peer_of(const struct ic *ic, fi_addr_t a)
 
 /* Lock held. The TSC is read as late as it can be: the answer's error
  * bound holds for any reading between the probe's arrival and the send. */
-static void clock_reply(struct ic *ic, int to, uint64_t t0)
+static void clock_reply(struct fabric *ic, int to, uint64_t t0)
 {
     struct ic_hdr h = make_hdr(ic, to, IC_T_CLOCK_REP, t0, __rdtsc());
     send_locked(ic, to, &h, NULL);
@@ -412,13 +424,13 @@ bool ic_clock_take(struct ic_clock *c, uint64_t t0, uint64_t t1, uint64_t t2)
     return true;
 }
 
-static void clock_answer(struct ic *ic, int from, uint64_t t0, uint64_t t1)
+static void clock_answer(struct fabric *ic, int from, uint64_t t0, uint64_t t1)
 {
     uint64_t t2 = __rdtsc();
     ic_clock_take(&ic->clock[from], t0, t1, t2);
 }
 
-int ic_clock_probe(struct ic *ic, int peer)
+static int fabric_clock_probe(struct fabric *ic, int peer)
 {
     if (peer < 0 || peer >= ic->cfg.size || peer == ic->cfg.rank)
         return -EINVAL;
@@ -431,7 +443,7 @@ int ic_clock_probe(struct ic *ic, int peer)
     return r;
 }
 
-int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples)
+static int fabric_clock_offset(struct fabric *ic, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples)
 {
     if (peer < 0 || peer >= ic->cfg.size)
         return -EINVAL;
@@ -444,27 +456,8 @@ int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uin
     return c.samples ? 0 : -EAGAIN;
 }
 
-int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_handler fn,
-                     void *ctx, const _Atomic int *cancel, int64_t *offset, uint64_t *rtt,
-                     uint64_t *samples)
-{
-    for (int i = 0; i < probes && !(cancel && atomic_load(cancel)); i++) {
-        uint64_t before = 0, n = 0, t0 = clock_now_ns();
-        ic_clock_offset(ic, peer, offset, rtt, &before);
-        if (ic_clock_probe(ic, peer) < 0)
-            break;
-        do {
-            if (fn && ic_poll(ic, fn, ctx, 64) < 0)
-                return -EPIPE;
-            if (!fn)
-                usleep(20);
-            ic_clock_offset(ic, peer, offset, rtt, &n);
-        } while (n == before && clock_now_ns() - t0 < wait_ns);
-    }
-    return ic_clock_offset(ic, peer, offset, rtt, samples);
-}
 
-static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_entry *e,
+static int handle_rx(struct fabric *ic, struct slot *s, const struct fi_cq_tagged_entry *e,
                      fi_addr_t src, ic_handler fn, void *ctx)
 {
     struct ic_hdr h, page_hdr = {0};
@@ -512,7 +505,7 @@ static int handle_rx(struct ic *ic, struct slot *s, const struct fi_cq_tagged_en
     return handed;
 }
 
-int ic_poll(struct ic *ic, ic_handler fn, void *ctx, int max)
+static int fabric_poll(struct fabric *ic, ic_handler fn, void *ctx, int max)
 {
     struct fi_cq_tagged_entry e[16];
     fi_addr_t src[16];
@@ -538,7 +531,7 @@ int ic_poll(struct ic *ic, ic_handler fn, void *ctx, int max)
 
 /* One attempt, no waiting: a heartbeat that cannot leave now (a dead or
  * congested peer) is simply skipped; missing ones are what we detect. */
-static void send_nowait(struct ic *ic, int dst, uint8_t type)
+static void send_nowait(struct fabric *ic, int dst, uint8_t type)
 {
     pthread_mutex_lock(&ic->lock);
     reap_tx(ic);
@@ -555,7 +548,7 @@ static void send_nowait(struct ic *ic, int dst, uint8_t type)
     pthread_mutex_unlock(&ic->lock);
 }
 
-int ic_tick(struct ic *ic, uint64_t now)
+static int fabric_tick(struct fabric *ic, uint64_t now)
 {
     for (int r = 0; r < ic->cfg.size; r++) {
         if (r == ic->cfg.rank || ic->departed[r])
@@ -578,15 +571,13 @@ int ic_tick(struct ic *ic, uint64_t now)
     return 0;
 }
 
-int ic_dead_rank(const struct ic *ic) { return ic->dead; }
-int ic_rank(const struct ic *ic) { return ic->cfg.rank; }
-int ic_size(const struct ic *ic) { return ic->cfg.size; }
-const char *ic_provider_name(const struct ic *ic) { return ic->prov_name; }
-int ic_fd(struct ic *ic) { return ic->wait_fd; }
-uint64_t ic_dead_after_ns(const struct ic *ic) { return ic->dead_ns; }
-const struct ic_stats *ic_stats(const struct ic *ic) { return &ic->stats; }
+static int fabric_dead_rank(const struct fabric *ic) { return ic->dead; }
+static const char *fabric_provider_name(const struct fabric *ic) { return ic->prov_name; }
+static int fabric_fd(struct fabric *ic) { return ic->wait_fd; }
+static uint64_t fabric_dead_after_ns(const struct fabric *ic) { return ic->dead_ns; }
+static const struct ic_stats *fabric_stats(const struct fabric *ic) { return &ic->stats; }
 
-void ic_wait_ns(struct ic *ic, uint64_t max_ns, int also_fd)
+static void fabric_wait_ns(struct fabric *ic, uint64_t max_ns, int also_fd)
 {
     struct fid *f = &ic->rxcq->fid;
     struct pollfd p[2] = {{.fd = also_fd, .events = POLLIN}, {.fd = ic->wait_fd, .events = POLLIN}};
@@ -602,13 +593,8 @@ void ic_wait_ns(struct ic *ic, uint64_t max_ns, int also_fd)
         nanosleep(&ts, NULL);
 }
 
-void ic_wait(struct ic *ic, int timeout_ms, int also_fd)
-{
-    uint64_t ns = (uint64_t)timeout_ms * 1000000ULL;
-    ic_wait_ns(ic, ic->wait_fd >= 0 || ns < 50000 ? ns : 50000, also_fd);
-}
 
-void ic_close(struct ic *ic)
+static void fabric_close(struct fabric *ic)
 {
     if (!ic)
         return;
@@ -640,3 +626,30 @@ void ic_close(struct ic *ic)
     pthread_mutex_destroy(&ic->lock);
     free(ic);
 }
+
+/* ---- the transport table (transport.h) ------------------------------------ */
+
+static int t_send(void *t, int dst, uint8_t type, uint64_t a0, uint64_t a1, const void *p,
+                  uint32_t len)
+{
+    return fabric_send(t, dst, type, a0, a1, p, len);
+}
+static int t_poll(void *t, ic_handler fn, void *ctx, int max) { return fabric_poll(t, fn, ctx, max); }
+static int t_tick(void *t, uint64_t now) { return fabric_tick(t, now); }
+static int t_dead_rank(const void *t) { return fabric_dead_rank(t); }
+static uint64_t t_dead_after(const void *t) { return fabric_dead_after_ns(t); }
+static int t_fd(void *t) { return fabric_fd(t); }
+static void t_wait_ns(void *t, uint64_t ns, int fd) { fabric_wait_ns(t, ns, fd); }
+static const struct ic_stats *t_stats(const void *t) { return fabric_stats(t); }
+static const char *t_name(const void *t) { return fabric_provider_name(t); }
+static int t_probe(void *t, int peer) { return fabric_clock_probe(t, peer); }
+static int t_offset(void *t, int peer, int64_t *o, uint64_t *rtt, uint64_t *n)
+{
+    return fabric_clock_offset(t, peer, o, rtt, n);
+}
+static void t_close(void *t) { fabric_close(t); }
+
+const struct ic_transport ic_fabric_transport = {
+    "libfabric", t_send, t_poll, t_tick, t_dead_rank, t_dead_after, t_fd, t_wait_ns,
+    t_stats, t_name, t_probe, t_offset, t_close,
+};

@@ -15,6 +15,12 @@
  * liveness time-out (1.5 s; heartbeats every 250 ms) is reported dead.
  * Threads: ic_send() may be called from any thread; ic_poll()/ic_tick()
  * from one thread at a time.
+ *
+ * Transports: the same API runs over libfabric (ic_open) or over an
+ * in-process loopback between the nodes of one process (ic_loopback_open),
+ * which can delay, reorder and drop messages: the cluster's protocol is
+ * unit-tested over it. Handlers are registered per message type (ic_on)
+ * and ic_poll_handlers hands each message to its type's handler.
  */
 #ifndef AMALGAM_INTERCONNECT_INTERCONNECT_H
 #define AMALGAM_INTERCONNECT_INTERCONNECT_H
@@ -113,6 +119,32 @@ void ic_close(struct ic *ic);
 int ic_rank(const struct ic *ic);
 int ic_size(const struct ic *ic);
 const char *ic_provider_name(const struct ic *ic);
+const char *ic_transport_name(const struct ic *ic); /* "libfabric", "loopback" */
+
+/* Handlers per message type: fn(ctx, ...) gets every valid message of the
+ * types first..last. -EEXIST if one of them has a handler already. */
+int ic_on(struct ic *ic, uint8_t first, uint8_t last, ic_handler fn, void *ctx);
+/* As ic_poll, handing each message to its type's handler; messages of a
+ * type nobody registered are counted (ic_unhandled) and dropped. */
+int ic_poll_handlers(struct ic *ic, int max);
+uint64_t ic_unhandled(const struct ic *ic);
+
+/* In-process loopback: n nodes in this process, ranks 0..n-1 (out[i]).
+ * Every message goes through the same validation as on the wire (ic_types).
+ * delay_ns: a message becomes visible that long after it is sent;
+ * reorder_pct: the share of messages that may overtake the one before;
+ * drop_pct: the share silently lost; seed makes both repeatable. Each
+ * node is closed with ic_close; the shared state goes with the last. */
+struct ic_loopback_opts {
+    uint64_t delay_ns;
+    int reorder_pct, drop_pct;
+    unsigned seed;
+};
+int ic_loopback_open(int n, const struct ic_types *types, const struct ic_loopback_opts *o,
+                     struct ic **out);
+/* Loses the next `count` messages of `type` that this node sends (-1: all
+ * from now on; 0: none again): for tests of lost replies. */
+void ic_loopback_drop(struct ic *ic, uint8_t type, int count);
 
 /* Sends to rank dst; payload may be NULL when len is 0. Blocks only while
  * every send buffer is in flight. */

@@ -31,6 +31,7 @@ MEM=${NESTED_MEM:-4G}
 SMP=${NESTED_SMP:-2}
 TIMEOUT=${NESTED_TIMEOUT:-7200}
 TCG=${NESTED_TCG:-multi}
+CPU=${NESTED_CPU:-max} # QEMU -cpu for L1 (see NESTED_CPU above)
 say() { echo "nested-kvm: $*" >&2; }
 check=0
 [ "${1:-}" = --check ] && { check=1; shift; }
@@ -142,7 +143,7 @@ log=$RUN/console.log
 # is retried, up to 3 times.
 for attempt in 1 2 3; do
     set +e
-    timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread="$TCG" -cpu max -m "$MEM" -smp "$SMP" \
+    timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg,thread="$TCG" -cpu "$CPU" -m "$MEM" -smp "$SMP" \
         -kernel "$KERNEL" -initrd "$RUN/initramfs.cpio" \
         -append "console=ttyS0 panic=-1 quiet loglevel=3 tsc=reliable rdinit=/init" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap,id=hostroot \

@@ -47,49 +47,76 @@ void cluster_bad_message(struct vm *vm, const struct ic_hdr *h, const char *why)
                 "are counted in --stats)\n", vm->node, h->src_rank, why);
 }
 
-static void on_message(void *ctx, const struct ic_hdr *h, const void *payload)
+/* ---- one handler per message type (registered in cluster_attach) ---- */
+
+static void on_ipi(void *ctx, const struct ic_hdr *h, const void *payload)
 {
     struct vm *vm = ctx;
     struct apic_msg m;
-    switch (h->type) {
-    case VM_T_IPI:
-        memcpy(&m, payload, sizeof m);
-        if (valid_apic_msg(&m))
-            vm_deliver_local(vm, &m);
-        else
-            cluster_bad_message(vm, h, "an interrupt message with invalid fields");
-        break;
-    case VM_T_EOI:
-        /* Vectors 0-15 are exceptions: no interrupt ever had one. */
-        if (bus_is_local(&vm->bus, vm->ioapic_dev) && h->arg0 >= 16 && h->arg0 <= 255)
-            vm_eoi(vm, (uint8_t)h->arg0);
-        else
-            cluster_bad_message(vm, h, "an EOI not for this node's IOAPIC, or of an invalid vector");
-        break;
-    case VM_T_IO_REQ:
-        cluster_queue_io(vm, h, payload);
-        break;
-    case VM_T_IO_REPLY:
-        cluster_io_answered(vm, h);
-        break;
-    case VM_T_TSC:
-        if (h->src_rank == 0 && vm->node != 0 && !atomic_load(&vm->tsc_ref_known)) {
-            vm->tsc_ref = h->arg0;
-            vm->tsc_ref_host = h->arg1;
-            atomic_store(&vm->tsc_ref_known, true);
-        }
-        break;
-    case VM_T_STOP:
-        if (h->arg0 == VM_EXIT_ERROR && !atomic_exchange(&vm->error_taken, true))
-            snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
-                     h->src_rank);
-        if (h->arg0 >= VM_EXIT_DEBUG_PORT && h->arg0 <= VM_EXIT_ERROR)
-            vm_stop_local(vm, (enum vm_exit_reason)h->arg0, (int)(h->arg1 & 0xff));
-        break;
-    default:
-        dsm_host_on_message(vm->dsm, h, payload);
-        break;
+    memcpy(&m, payload, sizeof m);
+    if (valid_apic_msg(&m))
+        vm_deliver_local(vm, &m);
+    else
+        cluster_bad_message(vm, h, "an interrupt message with invalid fields");
+}
+
+static void on_eoi(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct vm *vm = ctx;
+    (void)payload;
+    /* Vectors 0-15 are exceptions: no interrupt ever had one. */
+    if (bus_is_local(&vm->bus, vm->ioapic_dev) && h->arg0 >= 16 && h->arg0 <= 255)
+        vm_eoi(vm, (uint8_t)h->arg0);
+    else
+        cluster_bad_message(vm, h, "an EOI not for this node's IOAPIC, or of an invalid vector");
+}
+
+static void on_io_req(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    cluster_queue_io(ctx, h, payload);
+}
+
+static void on_io_reply(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    (void)payload;
+    cluster_io_answered(ctx, h);
+}
+
+static void on_tsc(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct vm *vm = ctx;
+    (void)payload;
+    if (h->src_rank == 0 && vm->node != 0 && !atomic_load(&vm->tsc_ref_known)) {
+        vm->tsc_ref = h->arg0;
+        vm->tsc_ref_host = h->arg1;
+        atomic_store(&vm->tsc_ref_known, true);
     }
+}
+
+static void on_stop(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct vm *vm = ctx;
+    (void)payload;
+    if (h->arg0 == VM_EXIT_ERROR && !atomic_exchange(&vm->error_taken, true))
+        snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
+                 h->src_rank);
+    if (h->arg0 >= VM_EXIT_DEBUG_PORT && h->arg0 <= VM_EXIT_ERROR)
+        vm_stop_local(vm, (enum vm_exit_reason)h->arg0, (int)(h->arg1 & 0xff));
+}
+
+int cluster_attach(struct vm *vm)
+{
+    struct ic *ic = vm->cfg.ic;
+    int r = ic_on(ic, VM_T_IPI, VM_T_IPI, on_ipi, vm);
+    r = r ?: ic_on(ic, VM_T_IO_REQ, VM_T_IO_REQ, on_io_req, vm);
+    r = r ?: ic_on(ic, VM_T_IO_REPLY, VM_T_IO_REPLY, on_io_reply, vm);
+    r = r ?: ic_on(ic, VM_T_STOP, VM_T_STOP, on_stop, vm);
+    r = r ?: ic_on(ic, VM_T_TSC, VM_T_TSC, on_tsc, vm);
+    r = r ?: ic_on(ic, VM_T_EOI, VM_T_EOI, on_eoi, vm);
+    if (r < 0)
+        return r;
+    vm->bus.fwd = (struct bus_forward_ops){vm, cluster_forward};
+    return cluster_start_devices(vm);
 }
 
 static void *progress(void *arg)
@@ -101,7 +128,7 @@ static void *progress(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     while (!atomic_load(&vm->stopping)) {
-        int n = dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64);
+        int n = dsm_host_poll(vm->dsm) + ic_poll_handlers(vm->cfg.ic, 64);
         uint64_t t = clock_now_ns();
         if (t - last > 50000000ULL) {
             last = t;
@@ -125,7 +152,7 @@ static void *progress(void *arg)
     uint64_t t0 = clock_now_ns(), t;
     while ((t = clock_now_ns()) - t0 < 200000000ULL ||
            (!atomic_load(&vm->vcpus_joined) && t - t0 < 2000000000ULL))
-        if (dsm_host_poll(vm->dsm) + ic_poll(vm->cfg.ic, on_message, vm, 64) == 0)
+        if (dsm_host_poll(vm->dsm) + ic_poll_handlers(vm->cfg.ic, 64) == 0)
             ic_wait(vm->cfg.ic, 5, dsm_host_fd(vm->dsm));
     if (!atomic_load(&vm->vcpus_joined))
         dsm_host_release(vm->dsm); /* a vCPU still waits for a page: let it go */
@@ -134,8 +161,7 @@ static void *progress(void *arg)
 
 int cluster_start(struct vm *vm, char *err, size_t errlen)
 {
-    vm->bus.fwd = (struct bus_forward_ops){vm, cluster_forward};
-    if (cluster_start_devices(vm) < 0) {
+    if (cluster_attach(vm) < 0) {
         snprintf(err, errlen, "cannot start the node's device thread");
         return -EAGAIN;
     }
@@ -148,6 +174,11 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
                            home_of_page, vm);
     if (r < 0) {
         snprintf(err, errlen, "cannot attach the DSM to guest memory: %s", strerror(-r));
+        return r;
+    }
+    r = ic_on(vm->cfg.ic, DSM_MSG_FIRST, DSM_MSG_LAST, dsm_host_on_message, vm->dsm);
+    if (r < 0) {
+        snprintf(err, errlen, "cannot register the DSM's messages: %s", strerror(-r));
         return r;
     }
     dsm_host_set_push(vm->dsm, vm->cfg.dsm_push);

@@ -27,6 +27,12 @@ enum vm_msg_type {
 };
 
 int cluster_register_types(struct ic_types *t);
+/* Registers the node's message handlers (one per type) with its
+ * interconnect, points the device bus's proxies at it and starts the
+ * device thread: everything of cluster_start but the DSM, the message
+ * loop and the TSC (unit tests over the loopback transport use it alone).
+ * cluster_stop undoes it. */
+int cluster_attach(struct vm *vm);
 /* Attaches the DSM to guest memory, starts the node's message loop and
  * makes guest TSC agree across nodes (node 0 picks the reference, the
  * others wait for it): called before any vCPU thread runs. */
