@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -17,6 +18,7 @@
 #include "vmm/boot.h"
 #include "vmm/cluster.h"
 #include "vmm/emulate.h"
+#include "vmm/event_loop.h"
 #include "vmm/kvm.h"
 #include "vmm/vm.h"
 #include "vmm/x86_setup.h"
@@ -379,12 +381,23 @@ static int start_threads(struct vm *vm)
     return 0;
 }
 
-static void feed_console(struct vm *vm, int *in_fd)
+/* ---- the main thread's event loop (event_loop.h) ---- */
+
+struct main_ctx {
+    struct vm *vm;
+    struct event_loop loop;
+};
+
+static void feed_console(void *ctx, int fd, uint32_t events)
 {
+    struct main_ctx *m = ctx;
+    struct vm *vm = m->vm;
     uint8_t buf[UART_RX_FIFO];
-    ssize_t n = read(*in_fd, buf, sizeof buf);
+    (void)events;
+    ssize_t n = read(fd, buf, sizeof buf);
     if (n <= 0) {
-        *in_fd = -1; /* EOF or error: stop watching the input */
+        if (n == 0 || (errno != EINTR && errno != EAGAIN))
+            event_loop_remove(&m->loop, fd); /* EOF or error: stop watching the input */
         return;
     }
     struct ioapic_out out = {0};
@@ -399,26 +412,28 @@ static void feed_console(struct vm *vm, int *in_fd)
     vm_deliver_all(vm, &out);
 }
 
-/* The main thread waits for the end of the run, a signal, or console input. */
-static void main_loop(struct vm *vm, int sig_fd)
+static void on_signal(void *ctx, int signo)
 {
-    int in_fd = vm->cfg.console_in;
-    while (!atomic_load(&vm->stopping)) {
-        struct pollfd p[3] = {
-            {.fd = vm->stop_efd, .events = POLLIN},
-            {.fd = sig_fd, .events = POLLIN},
-            {.fd = in_fd, .events = POLLIN},
-        };
-        if (poll(p, in_fd >= 0 ? 3 : 2, -1) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents & POLLIN) {
-            struct signalfd_siginfo si;
-            if (read(sig_fd, &si, sizeof si) == sizeof si)
-                vm_stop(vm, VM_EXIT_SIGNAL, 128 + (int)si.ssi_signo);
-        }
-        if (in_fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR)))
-            feed_console(vm, &in_fd);
+    struct main_ctx *m = ctx;
+    vm_stop(m->vm, VM_EXIT_SIGNAL, 128 + signo);
+}
+
+static void on_stop(void *ctx, int fd, uint32_t events)
+{
+    uint64_t n;
+    (void)ctx, (void)events;
+    if (read(fd, &n, sizeof n) < 0) {
+        /* the loop looks at vm->stopping anyway */
     }
+}
+
+/* The main thread waits for the end of the run, a stop signal, or console
+ * input. */
+static void main_loop(struct vm *vm, struct main_ctx *m)
+{
+    while (!atomic_load(&vm->stopping))
+        if (event_loop_run_once(&m->loop, -1) < 0)
+            break;
 }
 
 int vm_run(struct vm *vm)
@@ -433,13 +448,22 @@ int vm_run(struct vm *vm)
     sigemptyset(&stop_sigs);
     sigaddset(&stop_sigs, SIGINT);
     sigaddset(&stop_sigs, SIGTERM);
-    int sig_fd = signalfd(-1, &stop_sigs, SFD_CLOEXEC);
-
+    struct main_ctx m = {.vm = vm};
     char err[256] = "";
-    if (vm->cfg.ic && cluster_start(vm, err, sizeof err) < 0)
+    int r = event_loop_init(&m.loop);
+    r = r ?: event_loop_add_signals(&m.loop, &stop_sigs, on_signal, &m) < 0 ? -EIO : 0;
+    r = r ?: event_loop_add(&m.loop, vm->stop_efd, EPOLLIN, on_stop, &m);
+    if (!r && vm->cfg.console_in >= 0) {
+        r = event_loop_add(&m.loop, vm->cfg.console_in, EPOLLIN, feed_console, &m);
+        if (r == -EPERM) /* /dev/null or a regular file: no waiting, it is all there */
+            r = 0;
+    }
+    if (r < 0)
+        vm_fail(vm, "cannot set up the node's event loop: %s", strerror(-r));
+    else if (vm->cfg.ic && cluster_start(vm, err, sizeof err) < 0)
         vm_fail(vm, "%s", err);
     else if (start_threads(vm) == 0)
-        main_loop(vm, sig_fd);
+        main_loop(vm, &m);
     for (int i = 0; i < vm->nr_vcpus; i++) {
         atomic_store(&vm->vcpus[i].kickable, false);
         if (atomic_load(&vm->vcpus[i].thread_started))
@@ -449,8 +473,7 @@ int vm_run(struct vm *vm)
     atomic_store(&vm->vcpus_joined, true);
     if (vm->cfg.ic)
         cluster_stop(vm);
-    if (sig_fd >= 0)
-        close(sig_fd);
+    event_loop_free(&m.loop);
     return vm->exit_status;
 }
 
