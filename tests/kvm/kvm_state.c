@@ -7,6 +7,7 @@
  * none). */
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -50,6 +51,20 @@ static void machine_free(struct machine *m)
     munmap(m->mem, MEM);
 }
 
+/* MSRs that change while the vCPU does not run are clocks (the TSC, and
+ * in the nested L1 Hyper-V's counters 0x40000010 and 0x40000020, which
+ * count the VM's time since it was made: the new VM's clock carries those,
+ * KVM_SET_CLOCK with kvmclock in the migration issue, not the vCPU state).
+ * Found by saving twice, 2 ms apart. */
+static bool is_clock(const struct kvm_vcpu_state *a, const struct kvm_vcpu_state *b,
+                     uint32_t index)
+{
+    for (uint32_t i = 0; i < a->nmsrs && i < b->nmsrs; i++)
+        if (a->msrs[i].index == index)
+            return b->msrs[i].index != index || b->msrs[i].data != a->msrs[i].data;
+    return false;
+}
+
 static uint64_t msr_of(const struct kvm_vcpu_state *s, uint32_t index)
 {
     for (uint32_t i = 0; i < s->nmsrs; i++)
@@ -83,8 +98,11 @@ START_TEST(state_moves_to_another_vm_and_runs_there)
     uint32_t idx[KVM_VCPU_STATE_MAX_MSRS];
     int dropped, n = kvm_saveable_msrs(a.kvm, idx, KVM_VCPU_STATE_MAX_MSRS, &dropped);
     ck_assert_int_gt(n, 10);
-    static struct kvm_vcpu_state s, t;
+    static struct kvm_vcpu_state s, t, early;
+    ck_assert_int_eq(kvm_vcpu_save(a.kvm, a.vcpu, idx, n, &early), 0);
+    usleep(2000);
     ck_assert_int_eq(kvm_vcpu_save(a.kvm, a.vcpu, idx, n, &s), 0);
+    ck_assert(is_clock(&early, &s, MSR_IA32_TSC));
     ck_assert_uint_gt(s.nmsrs, 10);
     ck_assert_uint_eq(msr_of(&s, MSR_STAR), 0x0023001000000000ULL);
     ck_assert_uint_eq(msr_of(&s, MSR_KERNEL_GS_BASE), 0xffff888012345000ULL);
@@ -107,7 +125,9 @@ START_TEST(state_moves_to_another_vm_and_runs_there)
     ck_assert_uint_eq(t.nmsrs, s.nmsrs);
     for (uint32_t i = 0; i < s.nmsrs; i++) {
         ck_assert_uint_eq(t.msrs[i].index, s.msrs[i].index);
-        if (s.msrs[i].index != MSR_IA32_TSC)
+        if (s.msrs[i].index == MSR_IA32_TSC)
+            ck_assert_uint_ge(t.msrs[i].data, s.msrs[i].data);
+        else if (!is_clock(&early, &s, s.msrs[i].index))
             ck_assert_msg(t.msrs[i].data == s.msrs[i].data, "MSR %#x: %#llx after, %#llx before",
                           s.msrs[i].index, (unsigned long long)t.msrs[i].data,
                           (unsigned long long)s.msrs[i].data);
