@@ -23,7 +23,7 @@ enum vm_msg_type {
     VM_T_IO_REPLY = 0x62, /* arg0: failed<<32 | vcpu; arg1: the value read */
     VM_T_STOP = 0x63,     /* arg0: reason; arg1: status */
     VM_T_TSC = 0x64,      /* node 0 -> all at start: arg0: host TSC reference; arg1: host boot tag */
-    VM_T_EOI = 0x65,      /* -> node 0: arg0: a level-triggered vector a LAPIC EOI'd */
+    VM_T_EOI = 0x65,      /* -> the IOAPIC's owner: arg0: a level-triggered vector a LAPIC EOI'd */
 };
 
 int cluster_register_types(struct ic_types *t);
