@@ -16,6 +16,7 @@ static const struct command {
     {"bench", cmd_bench, "benchmarks: vmexit, fabric, dsm (one JSON line each)"},
     {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
     {"topology", topology_main, "the NUMA machine and ACPI tables a guest would see"},
+    {"restore-check", restore_check_main, "pause a guest, save it, restore it into a new VM"},
     {"dsm-check", dsm_check_main, "check the DSM end to end (userfaultfd + fabric, host threads)"},
 };
 

@@ -21,6 +21,7 @@ static const struct {
     {KVM_CAP_VCPU_EVENTS, "vCPU events"},
     {KVM_CAP_GET_TSC_KHZ, "TSC frequency query"},
     {KVM_CAP_EXT_CPUID, "CPUID tables"},
+    {KVM_CAP_IMMEDIATE_EXIT, "immediate exits (to complete an exit before a pause)"},
 };
 
 int kvm_open_system(int *kvm_fd, size_t *run_size, char *err, size_t errlen)

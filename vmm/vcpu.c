@@ -149,15 +149,20 @@ static int prepare_entry(struct vcpu *v)
  * INIT do, as on hardware. */
 static void halt(struct vcpu *v)
 {
-    bool if_flag = v->run->if_flag;
     pthread_mutex_lock(&v->lock);
+    v->halt_if = v->run->if_flag;
     vcpu_sm_step(&v->sm, VCPU_EV_HLT, 0);
     pthread_mutex_unlock(&v->lock);
-    while (!atomic_load(&v->vm->stopping)) {
+}
+
+/* A halted vCPU sleeps here until something wakes it, or a pause. */
+static void halted_wait(struct vcpu *v)
+{
+    while (!atomic_load(&v->vm->stopping) && !atomic_load(&v->vm->pause_req)) {
         pthread_mutex_lock(&v->lock);
         uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
         bool wake = v->lapic.nmi_pending || v->lapic.init_pending ||
-                    (if_flag && lapic_pending_irq(&v->lapic) >= 0);
+                    (v->halt_if && lapic_pending_irq(&v->lapic) >= 0);
         if (wake)
             vcpu_sm_step(&v->sm, VCPU_EV_WAKE, 0);
         pthread_mutex_unlock(&v->lock);
@@ -171,7 +176,7 @@ static void halt(struct vcpu *v)
 /* Parked AP: wait for INIT + SIPI. */
 static void wait_for_sipi(struct vcpu *v)
 {
-    while (!atomic_load(&v->vm->stopping)) {
+    while (!atomic_load(&v->vm->stopping) && !atomic_load(&v->vm->pause_req)) {
         pthread_mutex_lock(&v->lock);
         bool go = process_init_sipi(v);
         pthread_mutex_unlock(&v->lock);
@@ -270,13 +275,54 @@ static void bench_before_entry(struct vcpu *v, uint64_t exit_ns)
     }
 }
 
+/* vm_pause asked every vCPU to stop where it is: park until vm_resume.
+ * The state it parks from (running, halted, waiting for SIPI) is where
+ * it goes back to. */
+static void park(struct vcpu *v)
+{
+    struct vm *vm = v->vm;
+    if (v->sm.state == VCPU_RUNNABLE) {
+        /* An exit's result (an IN or an MMIO read) reaches the registers
+         * only on the next KVM_RUN: one that returns at once completes it,
+         * so the registers a checkpoint saves are whole. */
+        v->run->immediate_exit = 1;
+        int r = kvm_run(v->fd);
+        v->run->immediate_exit = 0;
+        consume_kicks();
+        if (r < 0 && r != -EINTR && r != -EAGAIN)
+            vm_fail(vm, "vCPU %d: cannot complete its last exit before pausing: %s", v->id,
+                    strerror(-r));
+    }
+    pthread_mutex_lock(&v->lock);
+    vcpu_sm_step(&v->sm, VCPU_EV_PAUSE, 0);
+    pthread_mutex_unlock(&v->lock);
+    pthread_mutex_lock(&vm->pause_lock);
+    vm->npaused++;
+    pthread_cond_broadcast(&vm->pause_cond);
+    while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stopping))
+        pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+    vm->npaused--;
+    pthread_mutex_unlock(&vm->pause_lock);
+    pthread_mutex_lock(&v->lock);
+    vcpu_sm_step(&v->sm, VCPU_EV_RESUME, 0);
+    pthread_mutex_unlock(&v->lock);
+}
+
 static void run_loop(struct vcpu *v)
 {
     struct vm *vm = v->vm;
     uint64_t exit_ns = 0;
     while (!atomic_load(&vm->stopping)) {
+        if (atomic_load(&vm->pause_req)) {
+            park(v);
+            continue;
+        }
         if (v->sm.state == VCPU_WAIT_SIPI) {
             wait_for_sipi(v);
+            continue;
+        }
+        if (v->sm.state == VCPU_HALTED) {
+            halted_wait(v);
             continue;
         }
         pthread_mutex_lock(&v->lock);

@@ -61,10 +61,61 @@ void vm_stop_local(struct vm *vm, enum vm_exit_reason why, int status)
     vm->exit_status = status;
     for (int i = 0; i < vm->nr_vcpus; i++)
         vcpu_kick(&vm->vcpus[i]);
+    pthread_mutex_lock(&vm->pause_lock); /* parked vCPUs leave too */
+    pthread_cond_broadcast(&vm->pause_cond);
+    pthread_mutex_unlock(&vm->pause_lock);
     uint64_t one = 1;
     if (write(vm->stop_efd, &one, sizeof one) < 0) {
         /* The eventfd counter cannot overflow from one write; nothing to do. */
     }
+}
+
+/* Threads that run vCPUs now. */
+static int running_threads(struct vm *vm)
+{
+    int n = 0;
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        n += atomic_load(&vm->vcpus[i].thread_started) && atomic_load(&vm->vcpus[i].kickable);
+    return n;
+}
+
+int vm_pause(struct vm *vm, uint64_t timeout_ns)
+{
+    atomic_store(&vm->pause_req, true);
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        vcpu_kick(&vm->vcpus[i]);
+    uint64_t deadline = clock_now_ns() + timeout_ns;
+    pthread_mutex_lock(&vm->pause_lock);
+    while (vm->npaused < running_threads(vm) && !atomic_load(&vm->stopping)) {
+        if (clock_now_ns() > deadline) {
+            pthread_mutex_unlock(&vm->pause_lock);
+            vm_resume(vm);
+            return -ETIMEDOUT;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &ts);
+    }
+    pthread_mutex_unlock(&vm->pause_lock);
+    return atomic_load(&vm->stopping) ? -ECANCELED : 0;
+}
+
+void vm_shutdown(struct vm *vm)
+{
+    vm_stop(vm, VM_EXIT_POWEROFF, 0);
+}
+
+void vm_resume(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->pause_lock);
+    atomic_store(&vm->pause_req, false);
+    pthread_cond_broadcast(&vm->pause_cond);
+    pthread_mutex_unlock(&vm->pause_lock);
 }
 
 void vm_stop(struct vm *vm, enum vm_exit_reason why, int status)
@@ -264,6 +315,8 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     vm->nnodes = cfg->ic ? ic_size(cfg->ic) : 1;
     bus_init(&vm->bus, vm->node, NULL); /* forwarding: cluster_start */
     pthread_mutex_init(&vm->dev_lock, NULL);
+    pthread_mutex_init(&vm->pause_lock, NULL);
+    pthread_cond_init(&vm->pause_cond, NULL);
     vm->pm_timer_base_ns = clock_now_ns();
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
     vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof *vm->vcpus);

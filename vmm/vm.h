@@ -63,6 +63,7 @@ struct vcpu {
     uint8_t post_codes[VCPU_POST_CODES];
     unsigned post_count;
 
+    bool halt_if;            /* HALTED: whether interrupts may wake it (IF) */
     bool local;              /* placed on this node: has a thread */
     pthread_cond_t io_cond;  /* a forwarded device access was answered */
     bool io_waiting, io_done;
@@ -99,6 +100,12 @@ struct vm {
     bool uart_irq;
     uint64_t pm_timer_base_ns;
     _Atomic uint16_t pm1_enable;  /* ACPI PM1a enable register, as written */
+
+    /* vm_pause: every running vCPU thread parks (npaused counts them). */
+    _Atomic bool pause_req;
+    pthread_mutex_t pause_lock;
+    pthread_cond_t pause_cond;
+    int npaused;
 
     _Atomic int stopping;
     int exit_status;

@@ -77,6 +77,23 @@ int vm_preflight(const struct vm_config *cfg, int nnodes, char *err, size_t errl
  * 1 on a VMM failure (see vm_error). */
 int vm_run(struct vm *vm);
 enum vm_exit_reason vm_exit_reason(const struct vm *vm);
+/* From another thread while vm_run runs: parks every vCPU thread where it
+ * is (running, halted or waiting for SIPI) and returns once all have
+ * parked: 0, -ETIMEDOUT (then nothing stays paused) or -ECANCELED (the
+ * run ended). vm_resume lets them go on. */
+int vm_pause(struct vm *vm, uint64_t timeout_ns);
+void vm_resume(struct vm *vm);
+/* Ends a run from another thread, as a power-off would. */
+void vm_shutdown(struct vm *vm);
+
+/* A paused VM's complete state (guest memory, every vCPU's KVM state and
+ * LAPIC, every device), held in this process (checkpoint.c). Restored into
+ * a VM made by vm_create with the same configuration, before vm_run, the
+ * guest goes on where it was paused. One node only, for now. */
+struct vm_checkpoint;
+int vm_checkpoint_save(struct vm *vm, struct vm_checkpoint **out, char *err, size_t errlen);
+int vm_checkpoint_restore(struct vm *vm, const struct vm_checkpoint *cp, char *err, size_t errlen);
+void vm_checkpoint_free(struct vm_checkpoint *cp);
 const char *vm_error(const struct vm *vm);
 bool vm_cpl0_emulated(const struct vm *vm);
 void vm_destroy(struct vm *vm);
