@@ -39,8 +39,8 @@
 static void uart_sync_irq(struct vm *vm, struct ioapic_out *out)
 {
     bool line = uart_irq_line(&vm->uart);
-    if (line != vm->uart_irq) {
-        vm->uart_irq = line;
+    if (line != vm->uart.line) {
+        vm->uart.line = line;
         ioapic_set_irq(&vm->ioapic, UART_COM1_IRQ, line, out);
     }
 }
@@ -76,7 +76,7 @@ static int uart_dev_save(void *ctx, void *buf, size_t len)
 {
     struct vm *vm = ctx;
     pthread_mutex_lock(&vm->dev_lock);
-    int r = state_uart_encode(&vm->uart, vm->uart_irq, buf, len);
+    int r = state_uart_encode(&vm->uart, vm->uart.line, buf, len);
     pthread_mutex_unlock(&vm->dev_lock);
     return r;
 }
@@ -85,7 +85,7 @@ static int uart_dev_restore(void *ctx, const void *buf, size_t len)
 {
     struct vm *vm = ctx;
     pthread_mutex_lock(&vm->dev_lock);
-    int r = state_uart_decode(&vm->uart, &vm->uart_irq, buf, len);
+    int r = state_uart_decode(&vm->uart, &vm->uart.line, buf, len);
     pthread_mutex_unlock(&vm->dev_lock);
     return r;
 }
@@ -95,7 +95,7 @@ static void uart_dev_reset(void *ctx)
     struct vm *vm = ctx;
     pthread_mutex_lock(&vm->dev_lock);
     uart_init(&vm->uart, vm->uart.out, vm->uart.out_ctx);
-    vm->uart_irq = false;
+    vm->uart.line = false;
     pthread_mutex_unlock(&vm->dev_lock);
 }
 
@@ -110,13 +110,13 @@ static uint64_t pm_read(void *ctx, void *who, uint64_t port, int size)
     (void)who, (void)size;
     if (port >= PM_TMR) {
         uint64_t ticks =
-            (clock_now_ns() - vm->pm_timer_base_ns) * PLATFORM_PM_TIMER_HZ / 1000000000ULL;
+            (clock_now_ns() - vm->pm.timer_base_ns) * PLATFORM_PM_TIMER_HZ / 1000000000ULL;
         return (uint32_t)(ticks & 0xffffff) >> (8 * (port - PM_TMR));
     }
     if (port == PM1A_CNT || port == PM1A_CNT + 1)
         return port == PM1A_CNT ? PM1_CNT_SCI_EN : 0;
     if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3)
-        return atomic_load(&vm->pm1_enable) >> (8 * (port - (PM1A_EVT + 2)));
+        return atomic_load(&vm->pm.enable) >> (8 * (port - (PM1A_EVT + 2)));
     return 0; /* PM1 status: nothing ever raises an ACPI event */
 }
 
@@ -136,8 +136,8 @@ static void pm_write(void *ctx, void *who, uint64_t port, int size, uint64_t val
         int shift = 8 * (int)(port - (PM1A_EVT + 2));
         uint16_t mask = (uint16_t)((size == 1 ? 0xff : 0xffff) << shift);
         pthread_mutex_lock(&vm->dev_lock);
-        uint16_t e = atomic_load(&vm->pm1_enable);
-        atomic_store(&vm->pm1_enable, (uint16_t)((e & ~mask) | ((val << shift) & mask)));
+        uint16_t e = atomic_load(&vm->pm.enable);
+        atomic_store(&vm->pm.enable, (uint16_t)((e & ~mask) | ((val << shift) & mask)));
         pthread_mutex_unlock(&vm->dev_lock);
     }
 }
@@ -145,7 +145,7 @@ static void pm_write(void *ctx, void *who, uint64_t port, int size, uint64_t val
 static int pm_save(void *ctx, void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    return state_pm_encode(clock_now_ns() - vm->pm_timer_base_ns, atomic_load(&vm->pm1_enable),
+    return state_pm_encode(clock_now_ns() - vm->pm.timer_base_ns, atomic_load(&vm->pm.enable),
                            buf, len);
 }
 
@@ -157,16 +157,16 @@ static int pm_restore(void *ctx, const void *buf, size_t len)
     int r = state_pm_decode(&timer_ns, &enable, buf, len);
     if (r < 0)
         return r;
-    vm->pm_timer_base_ns = clock_now_ns() - timer_ns;
-    atomic_store(&vm->pm1_enable, enable);
+    vm->pm.timer_base_ns = clock_now_ns() - timer_ns;
+    atomic_store(&vm->pm.enable, enable);
     return 0;
 }
 
 static void pm_reset(void *ctx)
 {
     struct vm *vm = ctx;
-    vm->pm_timer_base_ns = clock_now_ns();
-    atomic_store(&vm->pm1_enable, 0);
+    vm->pm.timer_base_ns = clock_now_ns();
+    atomic_store(&vm->pm.enable, 0);
 }
 
 static const struct bus_dev_ops pm_ops = {pm_read, pm_write, pm_save, pm_restore, pm_reset};

@@ -22,6 +22,7 @@ struct uart {
     bool thri_pending;      /* THR-empty interrupt raised and not yet read via IIR */
     uint8_t rx[UART_RX_FIFO];
     unsigned rx_head, rx_count;
+    bool line;  /* the level the caller last drove on the IOAPIC pin */
     uart_output_fn out;
     void *out_ctx;
 };

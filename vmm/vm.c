@@ -317,7 +317,7 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     pthread_mutex_init(&vm->dev_lock, NULL);
     pthread_mutex_init(&vm->pause_lock, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
-    vm->pm_timer_base_ns = clock_now_ns();
+    vm->pm.timer_base_ns = clock_now_ns();
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
     vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof *vm->vcpus);
     *out = vm;
@@ -457,8 +457,8 @@ static void feed_console(void *ctx, int fd, uint32_t events)
     pthread_mutex_lock(&vm->dev_lock);
     uart_receive(&vm->uart, buf, (size_t)n);
     bool line = uart_irq_line(&vm->uart);
-    if (line != vm->uart_irq) {
-        vm->uart_irq = line;
+    if (line != vm->uart.line) {
+        vm->uart.line = line;
         ioapic_set_irq(&vm->ioapic, UART_COM1_IRQ, line, &out);
     }
     pthread_mutex_unlock(&vm->dev_lock);

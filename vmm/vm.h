@@ -71,6 +71,12 @@ struct vcpu {
     uint64_t io_value;
 };
 
+/* The ACPI PM block (devices.c): the PM timer's zero and PM1a enable. */
+struct acpi_pm {
+    uint64_t timer_base_ns;
+    _Atomic uint16_t enable; /* as written; nothing ever raises an event */
+};
+
 /* Emulated-CPL0 fix-ups, counted per kind (see emulate.h). */
 enum emul_kind {
     EMUL_INT3, EMUL_FWAIT, EMUL_CLAC, EMUL_STAC, EMUL_LDMXCSR, EMUL_STMXCSR,
@@ -97,9 +103,7 @@ struct vm {
     pthread_mutex_t dev_lock; /* guards the devices below */
     struct ioapic ioapic;
     struct uart uart;
-    bool uart_irq;
-    uint64_t pm_timer_base_ns;
-    _Atomic uint16_t pm1_enable;  /* ACPI PM1a enable register, as written */
+    struct acpi_pm pm;
 
     /* vm_pause: every running vCPU thread parks (npaused counts them). */
     _Atomic bool pause_req;
