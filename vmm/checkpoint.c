@@ -14,8 +14,6 @@
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
-#define MSR_IA32_TSC 0x10
-
 struct vcpu_saved {
     struct kvm_vcpu_state kvm;
     uint8_t lapic[STATE_MAX_BYTES];
@@ -129,8 +127,7 @@ int vm_checkpoint_restore(struct vm *vm, const struct vm_checkpoint *cp, char *e
         if (!r) {
             /* This VM's TSC now runs on from the saved value: re-anchor the
              * LAPIC's clock (guest TSC <-> host ns) to it. */
-            v->lapic.clock.ns_ref = clock_now_ns();
-            r = kvm_get_msr(v->fd, MSR_IA32_TSC, &v->lapic.clock.tsc_ref);
+            r = vcpu_tsc_clock(vm, v, &v->lapic.clock);
         }
         if (!r && v->local)
             vcpu_sm_init(&v->sm, (enum vcpu_run_state)s->run_state);

@@ -44,6 +44,8 @@ int kvm_tsc_khz(int vcpu_fd);
 int kvm_set_tsc_offset(int vcpu_fd, int64_t offset);
 /* Size of the kvm_run area to map per vCPU. */
 int kvm_vcpu_mmap_size(int kvm_fd, size_t *size);
+#define MSR_IA32_TSC 0x10
+
 int kvm_get_msr(int vcpu_fd, uint32_t index, uint64_t *val);
 int kvm_set_msr(int vcpu_fd, uint32_t index, uint64_t val);
 

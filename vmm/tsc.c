@@ -8,8 +8,6 @@
 #include "vmm/kvm.h"
 #include "vmm/vm.h"
 
-#define MSR_IA32_TSC 0x10
-
 /* Guest TSC across node processes. KVM starts each VM's TSC at 0 when its
  * first vCPU is created and keeps the vCPUs of one VM in step, but every
  * node process has its own VM, created at its own moment: left alone, a
@@ -23,6 +21,12 @@
  * offset). The node processes on one host read the same host TSC, so they
  * agree exactly; hosts' TSCs are unrelated, so across hosts this needs an
  * offset estimated over the interconnect (not done yet). */
+int vcpu_tsc_clock(const struct vm *vm, const struct vcpu *v, struct lapic_clock *clk)
+{
+    *clk = (struct lapic_clock){.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
+    return kvm_get_msr(v->fd, MSR_IA32_TSC, &clk->tsc_ref);
+}
+
 int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
 {
     for (int i = 0; i < vm->nr_vcpus; i++) {
@@ -30,8 +34,8 @@ int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
         int r = 0;
         if (kvm_set_tsc_offset(v->fd, -(int64_t)ref) < 0)
             r = kvm_set_msr(v->fd, MSR_IA32_TSC, __rdtsc() - ref);
-        struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
-        r = r ?: kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
+        struct lapic_clock clk;
+        r = r ?: vcpu_tsc_clock(vm, v, &clk);
         if (r < 0) {
             snprintf(err, errlen, "cannot set vCPU %d's TSC: %s", i, strerror(-r));
             return r;

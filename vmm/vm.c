@@ -23,8 +23,6 @@
 #include "vmm/vm.h"
 #include "vmm/x86_setup.h"
 
-#define MSR_IA32_TSC 0x10
-
 int vmm_parse_size(const char *s, uint64_t *out)
 {
     char *end;
@@ -204,8 +202,8 @@ static int setup_vcpu(struct vm *vm, int id, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create vCPU %d: %s", id, strerror(-r));
         return r;
     }
-    struct lapic_clock clk = {.tsc_khz = vm->tsc_khz, .ns_ref = clock_now_ns()};
-    kvm_get_msr(v->fd, MSR_IA32_TSC, &clk.tsc_ref);
+    struct lapic_clock clk;
+    (void)vcpu_tsc_clock(vm, v, &clk);
     lapic_init(&v->lapic, (uint32_t)id, id == 0, &clk);
     vcpu_sm_init(&v->sm, id == 0 ? VCPU_RUNNABLE : VCPU_WAIT_SIPI);
     return 0;

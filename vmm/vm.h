@@ -157,6 +157,9 @@ void vm_set_irq(struct vm *vm, int pin, int level);
 /* A level-triggered EOI from a LAPIC, for the IOAPIC (takes dev_lock). */
 void vm_eoi(struct vm *vm, uint8_t vector);
 
+/* The vCPU's LAPIC clock now: its guest TSC (from KVM) at this host
+ * instant, at the VM's TSC rate (tsc.c). 0 or -errno. */
+int vcpu_tsc_clock(const struct vm *vm, const struct vcpu *v, struct lapic_clock *clk);
 /* Sets every vCPU's TSC to (host TSC - ref) and re-bases the LAPIC clocks;
  * before the vCPU threads start. 0, or -errno with err filled in. */
 int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen);

@@ -18,7 +18,6 @@
 
 #define MEM (64 << 10)
 #define CODE 0x1000
-#define MSR_IA32_TSC 0x10
 #define MSR_STAR 0xC0000081
 #define MSR_KERNEL_GS_BASE 0xC0000102
 #define MSR_IA32_SYSENTER_ESP 0x175
