@@ -167,13 +167,7 @@ int cluster_forward(void *ctx, void *who, int owner, struct bus_access *a)
     uint64_t deadline = clock_now_ns() + io_deadline_ns();
     pthread_mutex_lock(&v->lock);
     while (!v->io_done && !atomic_load(&vm->stopping) && clock_now_ns() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = clock_realtime_after(100000000ULL);
         pthread_cond_timedwait(&v->io_cond, &v->lock, &ts);
     }
     bool done = v->io_done;

@@ -90,13 +90,7 @@ int vm_pause(struct vm *vm, uint64_t timeout_ns)
             vm_resume(vm);
             return -ETIMEDOUT;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = clock_realtime_after(10000000ULL);
         pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &ts);
     }
     pthread_mutex_unlock(&vm->pause_lock);
