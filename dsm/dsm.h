@@ -58,6 +58,9 @@ enum dsm_msg_type {
 
 enum dsm_mode { DSM_MODE_I = 0, DSM_MODE_S = 1, DSM_MODE_M = 2 };
 
+/* Whether messages of this type carry a page (4 KiB) and no others do. */
+bool dsm_carries_data(uint8_t type);
+
 struct dsm_msg {
     uint8_t type;
     uint8_t mode; /* DATA, RECALL: the mode granted/kept; GETM: S if the

@@ -27,7 +27,7 @@
 int dsm_register_types(struct ic_types *t)
 {
     for (int type = DSM_MSG_FIRST; type <= DSM_MSG_LAST; type++) {
-        bool data = type == DSM_DATA || type == DSM_WB_DATA || type == DSM_PUTM || type == DSM_PUSH;
+        bool data = dsm_carries_data((uint8_t)type);
         int r = ic_types_add(t, (uint8_t)type, data ? DSM_PAGE_SIZE : 0,
                              data ? DSM_PAGE_SIZE : 0);
         if (r < 0)

@@ -711,7 +711,7 @@ static bool to_directory(uint8_t type)
            type == DSM_UNBLOCK || type == DSM_PUTM;
 }
 
-static bool carries_data(uint8_t type)
+bool dsm_carries_data(uint8_t type)
 {
     return type == DSM_DATA || type == DSM_WB_DATA || type == DSM_PUTM || type == DSM_PUSH;
 }
@@ -730,7 +730,7 @@ int dsm_receive(struct dsm_node *n, int from, const struct dsm_msg *m, const voi
         return drop(n, DSM_DROP_PAGE);
     if (from < 0 || from >= n->nnodes || m->src != from)
         return drop(n, DSM_DROP_SRC);
-    if (!payload != !carries_data(m->type))
+    if (!payload != !dsm_carries_data(m->type))
         return drop(n, DSM_DROP_PAYLOAD);
     int home = n->home_of(n->hctx, m->page);
     int r;

@@ -26,9 +26,7 @@ int cluster_register_types(struct ic_types *t)
 static int home_of_page(void *hctx, uint64_t page)
 {
     struct vm *vm = hctx;
-    uint64_t off = page * DSM_PAGE_SIZE;
-    uint64_t gpa = off < vm->mem.low_size ? off : GMEM_HIGH_BASE + (off - vm->mem.low_size);
-    int n = numa_node_of_gpa(&vm->machine, gpa);
+    int n = numa_node_of_gpa(&vm->machine, gmem_gpa(&vm->mem, page * DSM_PAGE_SIZE));
     return n < 0 ? 0 : n;
 }
 

@@ -6,12 +6,6 @@
 #include "vmm/cluster.h"
 #include "vmm/vm.h"
 
-static uint64_t gpa_of_page(const struct vm *vm, uint64_t page)
-{
-    uint64_t off = page * DSM_PAGE_SIZE;
-    return off < vm->mem.low_size ? off : GMEM_HIGH_BASE + (off - vm->mem.low_size);
-}
-
 /* "; hottest pages (gpa fetched/lost): ..." for the stats line: where a
  * slow workload's pages ping-pong. */
 static int format_hot_pages(const struct vm *vm, char *buf, size_t len)
@@ -23,7 +17,7 @@ static int format_hot_pages(const struct vm *vm, char *buf, size_t len)
     o = snprintf(buf, len, "; hottest pages (gpa fetched/lost):");
     for (int i = 0; i < n && o > 0 && (size_t)o < len; i++)
         o += snprintf(buf + o, len - (size_t)o, " %#llx %u/%u",
-                      (unsigned long long)gpa_of_page(vm, hot[i].page), hot[i].fetches,
+                      (unsigned long long)gmem_gpa(&vm->mem, hot[i].page * DSM_PAGE_SIZE), hot[i].fetches,
                       hot[i].losses);
     return o > 0 && (size_t)o < len ? o : (int)len - 1;
 }

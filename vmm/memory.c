@@ -55,6 +55,11 @@ void gmem_destroy(struct guest_mem *m)
     m->fd = -1;
 }
 
+uint64_t gmem_gpa(const struct guest_mem *m, uint64_t offset)
+{
+    return offset < m->low_size ? offset : GMEM_HIGH_BASE + (offset - m->low_size);
+}
+
 int64_t gmem_offset(const struct guest_mem *m, uint64_t gpa)
 {
     if (gpa < m->low_size)

@@ -36,6 +36,8 @@ void gmem_destroy(struct guest_mem *m);
 
 /* memfd offset of a guest-physical address, or -1 if gpa is not RAM. */
 int64_t gmem_offset(const struct guest_mem *m, uint64_t gpa);
+/* The reverse: the guest-physical address of a memfd offset below m->size. */
+uint64_t gmem_gpa(const struct guest_mem *m, uint64_t offset);
 
 /* Agent-view pointer to [gpa, gpa+len), or NULL unless the whole range is
  * RAM in one contiguous region (it may not straddle the hole). */
