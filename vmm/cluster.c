@@ -69,17 +69,6 @@ static void on_eoi(void *ctx, const struct ic_hdr *h, const void *payload)
         cluster_bad_message(vm, h, "an EOI not for this node's IOAPIC, or of an invalid vector");
 }
 
-static void on_io_req(void *ctx, const struct ic_hdr *h, const void *payload)
-{
-    cluster_queue_io(ctx, h, payload);
-}
-
-static void on_io_reply(void *ctx, const struct ic_hdr *h, const void *payload)
-{
-    (void)payload;
-    cluster_io_answered(ctx, h);
-}
-
 static void on_tsc(void *ctx, const struct ic_hdr *h, const void *payload)
 {
     struct vm *vm = ctx;
@@ -106,8 +95,8 @@ int cluster_attach(struct vm *vm)
 {
     struct ic *ic = vm->cfg.ic;
     int r = ic_on(ic, VM_T_IPI, VM_T_IPI, on_ipi, vm);
-    r = r ?: ic_on(ic, VM_T_IO_REQ, VM_T_IO_REQ, on_io_req, vm);
-    r = r ?: ic_on(ic, VM_T_IO_REPLY, VM_T_IO_REPLY, on_io_reply, vm);
+    r = r ?: ic_on(ic, VM_T_IO_REQ, VM_T_IO_REQ, cluster_queue_io, vm);
+    r = r ?: ic_on(ic, VM_T_IO_REPLY, VM_T_IO_REPLY, cluster_io_answered, vm);
     r = r ?: ic_on(ic, VM_T_STOP, VM_T_STOP, on_stop, vm);
     r = r ?: ic_on(ic, VM_T_TSC, VM_T_TSC, on_tsc, vm);
     r = r ?: ic_on(ic, VM_T_EOI, VM_T_EOI, on_eoi, vm);

@@ -58,8 +58,10 @@ void cluster_bad_message(struct vm *vm, const struct ic_hdr *h, const char *why)
 int cluster_forward(void *ctx, void *who, int owner, struct bus_access *a);
 int cluster_start_devices(struct vm *vm);
 void cluster_stop_devices(struct vm *vm);
-void cluster_queue_io(struct vm *vm, const struct ic_hdr *h, const void *payload);
-void cluster_io_answered(struct vm *vm, const struct ic_hdr *h);
+/* Both are the interconnect handlers (ctx: the vm) of VM_T_IO_REQ and
+ * VM_T_IO_REPLY. */
+void cluster_queue_io(void *ctx, const struct ic_hdr *h, const void *payload);
+void cluster_io_answered(void *ctx, const struct ic_hdr *h, const void *payload);
 /* cluster_tsc.c: makes guest TSC agree with node 0's before vCPUs run. */
 int cluster_sync_tsc(struct vm *vm, char *err, size_t errlen);
 /* cluster_stats.c: the --stats line. */

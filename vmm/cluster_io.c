@@ -30,8 +30,9 @@ struct dev_queue {
     bool started;
 };
 
-void cluster_queue_io(struct vm *vm, const struct ic_hdr *h, const void *payload)
+void cluster_queue_io(void *ctx, const struct ic_hdr *h, const void *payload)
 {
+    struct vm *vm = ctx;
     struct dev_queue *q = vm->devq;
     struct bus_access a;
     memcpy(&a, payload, sizeof a);
@@ -115,8 +116,10 @@ void cluster_stop_devices(struct vm *vm)
     vm->devq = NULL;
 }
 
-void cluster_io_answered(struct vm *vm, const struct ic_hdr *h)
+void cluster_io_answered(void *ctx, const struct ic_hdr *h, const void *payload)
 {
+    struct vm *vm = ctx;
+    (void)payload;
     uint64_t id = h->arg0 & 0xffffffffu;
     struct vcpu *v = id < (uint64_t)vm->nr_vcpus ? &vm->vcpus[id] : NULL;
     if (!v || !v->local || (h->arg0 >> 32) > 1) {
