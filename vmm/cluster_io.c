@@ -28,6 +28,7 @@ struct dev_queue {
     bool stop;
     pthread_t thread;
     bool started;
+    uint64_t deadline_ns; /* how long this node's vCPUs wait for an answer */
 };
 
 void cluster_queue_io(void *ctx, const struct ic_hdr *h, const void *payload)
@@ -81,12 +82,22 @@ static void *device_thread(void *arg)
     return NULL;
 }
 
+/* How long a vCPU waits for the owner of a device to answer. In the
+ * emulated L1 a node's threads can wait seconds for a CPU. */
+static uint64_t io_deadline_ns(void)
+{
+    const char *e = getenv("AMALGAM_IO_DEADLINE_MS");
+    long ms = e ? atol(e) : 0;
+    return (ms > 0 ? (uint64_t)ms : 60000ULL) * 1000000ULL;
+}
+
 int cluster_start_devices(struct vm *vm)
 {
     struct dev_queue *q = calloc(1, sizeof *q);
     if (!q)
         return -ENOMEM;
     vm->devq = q;
+    q->deadline_ns = io_deadline_ns();
     q->cap = (unsigned)vm->nr_vcpus;
     q->ring = calloc(q->cap, sizeof *q->ring);
     if (!q->ring)
@@ -139,15 +150,6 @@ void cluster_io_answered(void *ctx, const struct ic_hdr *h, const void *payload)
         cluster_bad_message(vm, h, "a device answer nobody waits for, or from the wrong node");
 }
 
-/* How long a vCPU waits for the owner of a device to answer. In the
- * emulated L1 a node's threads can wait seconds for a CPU. */
-static uint64_t io_deadline_ns(void)
-{
-    const char *e = getenv("AMALGAM_IO_DEADLINE_MS");
-    long ms = e ? atol(e) : 0;
-    return (ms > 0 ? (uint64_t)ms : 60000ULL) * 1000000ULL;
-}
-
 /* The bus's forward op: the access goes to the owner's device thread. */
 int cluster_forward(void *ctx, void *who, int owner, struct bus_access *a)
 {
@@ -167,7 +169,7 @@ int cluster_forward(void *ctx, void *who, int owner, struct bus_access *a)
         pthread_mutex_unlock(&v->lock);
         return e;
     }
-    uint64_t deadline = clock_now_ns() + io_deadline_ns();
+    uint64_t deadline = clock_now_ns() + vm->devq->deadline_ns;
     pthread_mutex_lock(&v->lock);
     while (!v->io_done && !atomic_load(&vm->stopping) && clock_now_ns() < deadline) {
         struct timespec ts = clock_realtime_after(100000000ULL);
