@@ -236,7 +236,7 @@ static int insert_peers(struct fabric *ic, const struct ic_addr *table)
 }
 
 static int fabric_open(const struct ic_config *c, struct fabric **out, char *err, size_t errlen);
-static void fabric_close(struct fabric *ic);
+static void fabric_close(void *t);
 
 int ic_fabric_open(const struct ic_config *c, void **out, char *err, size_t errlen)
 {
@@ -360,9 +360,10 @@ static int send_locked(struct fabric *ic, int dst, const struct ic_hdr *h, const
     return 0;
 }
 
-static int fabric_send(struct fabric *ic, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
-            const void *payload, uint32_t len)
+static int fabric_send(void *t, int dst, uint8_t type, uint64_t arg0, uint64_t arg1,
+                       const void *payload, uint32_t len)
 {
+    struct fabric *ic = t;
     if (dst < 0 || dst >= ic->cfg.size || dst == ic->cfg.rank || len > IC_MAX_PAYLOAD ||
         !ic->cfg.types.known[type])
         return -EINVAL;
@@ -430,8 +431,9 @@ static void clock_answer(struct fabric *ic, int from, uint64_t t0, uint64_t t1)
     ic_clock_take(&ic->clock[from], t0, t1, t2);
 }
 
-static int fabric_clock_probe(struct fabric *ic, int peer)
+static int fabric_clock_probe(void *t, int peer)
 {
+    struct fabric *ic = t;
     if (peer < 0 || peer >= ic->cfg.size || peer == ic->cfg.rank)
         return -EINVAL;
     pthread_mutex_lock(&ic->lock);
@@ -443,8 +445,10 @@ static int fabric_clock_probe(struct fabric *ic, int peer)
     return r;
 }
 
-static int fabric_clock_offset(struct fabric *ic, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples)
+static int fabric_clock_offset(void *t, int peer, int64_t *offset, uint64_t *rtt,
+                               uint64_t *samples)
 {
+    struct fabric *ic = t;
     if (peer < 0 || peer >= ic->cfg.size)
         return -EINVAL;
     pthread_mutex_lock(&ic->lock);
@@ -505,8 +509,9 @@ static int handle_rx(struct fabric *ic, struct slot *s, const struct fi_cq_tagge
     return handed;
 }
 
-static int fabric_poll(struct fabric *ic, ic_handler fn, void *ctx, int max)
+static int fabric_poll(void *t, ic_handler fn, void *ctx, int max)
 {
+    struct fabric *ic = t;
     struct fi_cq_tagged_entry e[16];
     fi_addr_t src[16];
     int handed = 0;
@@ -548,8 +553,9 @@ static void send_nowait(struct fabric *ic, int dst, uint8_t type)
     pthread_mutex_unlock(&ic->lock);
 }
 
-static int fabric_tick(struct fabric *ic, uint64_t now)
+static int fabric_tick(void *t, uint64_t now)
 {
+    struct fabric *ic = t;
     for (int r = 0; r < ic->cfg.size; r++) {
         if (r == ic->cfg.rank || ic->departed[r])
             continue;
@@ -571,14 +577,34 @@ static int fabric_tick(struct fabric *ic, uint64_t now)
     return 0;
 }
 
-static int fabric_dead_rank(const struct fabric *ic) { return ic->dead; }
-static const char *fabric_provider_name(const struct fabric *ic) { return ic->prov_name; }
-static int fabric_fd(struct fabric *ic) { return ic->wait_fd; }
-static uint64_t fabric_dead_after_ns(const struct fabric *ic) { return ic->dead_ns; }
-static const struct ic_stats *fabric_stats(const struct fabric *ic) { return &ic->stats; }
-
-static void fabric_wait_ns(struct fabric *ic, uint64_t max_ns, int also_fd)
+static int fabric_dead_rank(const void *t)
 {
+    return ((const struct fabric *)t)->dead;
+}
+
+static const char *fabric_provider_name(const void *t)
+{
+    return ((const struct fabric *)t)->prov_name;
+}
+
+static int fabric_fd(void *t)
+{
+    return ((struct fabric *)t)->wait_fd;
+}
+
+static uint64_t fabric_dead_after_ns(const void *t)
+{
+    return ((const struct fabric *)t)->dead_ns;
+}
+
+static const struct ic_stats *fabric_stats(const void *t)
+{
+    return &((const struct fabric *)t)->stats;
+}
+
+static void fabric_wait_ns(void *t, uint64_t max_ns, int also_fd)
+{
+    struct fabric *ic = t;
     struct fid *f = &ic->rxcq->fid;
     struct pollfd p[2] = {{.fd = also_fd, .events = POLLIN}, {.fd = ic->wait_fd, .events = POLLIN}};
     if (ic->wait_fd >= 0) {
@@ -594,8 +620,9 @@ static void fabric_wait_ns(struct fabric *ic, uint64_t max_ns, int also_fd)
 }
 
 
-static void fabric_close(struct fabric *ic)
+static void fabric_close(void *t)
 {
+    struct fabric *ic = t;
     if (!ic)
         return;
     if (ic->ep) {
@@ -629,27 +656,8 @@ static void fabric_close(struct fabric *ic)
 
 /* ---- the transport table (transport.h) ------------------------------------ */
 
-static int t_send(void *t, int dst, uint8_t type, uint64_t a0, uint64_t a1, const void *p,
-                  uint32_t len)
-{
-    return fabric_send(t, dst, type, a0, a1, p, len);
-}
-static int t_poll(void *t, ic_handler fn, void *ctx, int max) { return fabric_poll(t, fn, ctx, max); }
-static int t_tick(void *t, uint64_t now) { return fabric_tick(t, now); }
-static int t_dead_rank(const void *t) { return fabric_dead_rank(t); }
-static uint64_t t_dead_after(const void *t) { return fabric_dead_after_ns(t); }
-static int t_fd(void *t) { return fabric_fd(t); }
-static void t_wait_ns(void *t, uint64_t ns, int fd) { fabric_wait_ns(t, ns, fd); }
-static const struct ic_stats *t_stats(const void *t) { return fabric_stats(t); }
-static const char *t_name(const void *t) { return fabric_provider_name(t); }
-static int t_probe(void *t, int peer) { return fabric_clock_probe(t, peer); }
-static int t_offset(void *t, int peer, int64_t *o, uint64_t *rtt, uint64_t *n)
-{
-    return fabric_clock_offset(t, peer, o, rtt, n);
-}
-static void t_close(void *t) { fabric_close(t); }
-
 const struct ic_transport ic_fabric_transport = {
-    "libfabric", t_send, t_poll, t_tick, t_dead_rank, t_dead_after, t_fd, t_wait_ns,
-    t_stats, t_name, t_probe, t_offset, t_close,
+    "libfabric", fabric_send, fabric_poll, fabric_tick, fabric_dead_rank, fabric_dead_after_ns,
+    fabric_fd, fabric_wait_ns, fabric_stats, fabric_provider_name, fabric_clock_probe,
+    fabric_clock_offset, fabric_close,
 };
