@@ -380,14 +380,15 @@ int kvm_vcpu_save(int kvm_fd, int vcpu_fd, const uint32_t *idx, int n,
     s->version = KVM_VCPU_STATE_VERSION;
     s->has_xsave = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
     s->has_xcrs = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
-    if (ioctl(vcpu_fd, KVM_GET_REGS, &s->regs) < 0 || ioctl(vcpu_fd, KVM_GET_SREGS, &s->sregs) < 0 ||
-        (s->has_xsave ? ioctl(vcpu_fd, KVM_GET_XSAVE, s->xsave)
-                      : ioctl(vcpu_fd, KVM_GET_FPU, &s->fpu)) < 0 ||
-        (s->has_xcrs && ioctl(vcpu_fd, KVM_GET_XCRS, &s->xcrs) < 0) ||
-        ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &s->events) < 0 ||
-        ioctl(vcpu_fd, KVM_GET_DEBUGREGS, &s->debugregs) < 0 ||
-        ioctl(vcpu_fd, KVM_GET_MP_STATE, &s->mp_state) < 0)
-        return -errno;
+    int r = kvm_get_regs(vcpu_fd, &s->regs);
+    r = r ?: kvm_get_sregs(vcpu_fd, &s->sregs);
+    r = r ?: (s->has_xsave ? io(vcpu_fd, KVM_GET_XSAVE, s->xsave) : kvm_get_fpu(vcpu_fd, &s->fpu));
+    r = r ?: (s->has_xcrs ? io(vcpu_fd, KVM_GET_XCRS, &s->xcrs) : 0);
+    r = r ?: kvm_get_events(vcpu_fd, &s->events);
+    r = r ?: io(vcpu_fd, KVM_GET_DEBUGREGS, &s->debugregs);
+    r = r ?: io(vcpu_fd, KVM_GET_MP_STATE, &s->mp_state);
+    if (r < 0)
+        return r;
     return save_msrs(vcpu_fd, idx, n, s);
 }
 
@@ -426,18 +427,12 @@ int kvm_vcpu_restore(int vcpu_fd, const struct kvm_vcpu_state *s)
         return -EINVAL;
     /* QEMU's order: registers, FPU state, XCRs, special registers, MSRs,
      * then MP state, events and debug registers, which depend on them. */
-    if (ioctl(vcpu_fd, KVM_SET_REGS, &s->regs) < 0 ||
-        (s->has_xsave ? ioctl(vcpu_fd, KVM_SET_XSAVE, s->xsave)
-                      : ioctl(vcpu_fd, KVM_SET_FPU, &s->fpu)) < 0 ||
-        (s->has_xcrs && ioctl(vcpu_fd, KVM_SET_XCRS, &s->xcrs) < 0) ||
-        ioctl(vcpu_fd, KVM_SET_SREGS, &s->sregs) < 0)
-        return -errno;
-    int r = restore_msrs(vcpu_fd, s);
-    if (r < 0)
-        return r;
-    if (ioctl(vcpu_fd, KVM_SET_MP_STATE, &s->mp_state) < 0 ||
-        ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &s->events) < 0 ||
-        ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &s->debugregs) < 0)
-        return -errno;
-    return 0;
+    int r = kvm_set_regs(vcpu_fd, &s->regs);
+    r = r ?: (s->has_xsave ? io(vcpu_fd, KVM_SET_XSAVE, s->xsave) : kvm_set_fpu(vcpu_fd, &s->fpu));
+    r = r ?: (s->has_xcrs ? io(vcpu_fd, KVM_SET_XCRS, &s->xcrs) : 0);
+    r = r ?: kvm_set_sregs(vcpu_fd, &s->sregs);
+    r = r ?: restore_msrs(vcpu_fd, s);
+    r = r ?: io(vcpu_fd, KVM_SET_MP_STATE, &s->mp_state);
+    r = r ?: kvm_set_events(vcpu_fd, &s->events);
+    return r ?: io(vcpu_fd, KVM_SET_DEBUGREGS, &s->debugregs);
 }
