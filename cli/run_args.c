@@ -47,6 +47,10 @@ const char run_usage[] =
     "  --dsm-push N      batching: with each read copy a node is sent, its home\n"
     "                    also sends up to N following pages it owns (0-64,\n"
     "                    default " STR(DSM_PUSH_DEFAULT) "; see docs/dsm.md)\n"
+    "  --vcpu-sched S    idle (default) or normal: idle runs the vCPU threads\n"
+    "                    under SCHED_IDLE, so the node's DSM and device threads\n"
+    "                    always run first; normal suits a host shared with other\n"
+    "                    heavy work, which would otherwise starve the guest\n"
     "  --cpl0 MODE       auto|native|emulated: whether guest kernel code runs\n"
     "                    natively on this host; auto (default) measures it, and\n"
     "                    the emulated-CPL0 work-arounds are only used when emulated\n"
@@ -88,6 +92,20 @@ static int f_dsm_push(void *ctx, const char *v, char *err, size_t n)
         return -EINVAL;
     }
     a->vm.dsm_push = (unsigned)p;
+    return 0;
+}
+
+static int f_vcpu_sched(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    if (!strcmp(v, "idle")) {
+        a->vm.vcpu_sched = VCPU_SCHED_IDLE;
+    } else if (!strcmp(v, "normal")) {
+        a->vm.vcpu_sched = VCPU_SCHED_NORMAL;
+    } else {
+        snprintf(err, n, "--vcpu-sched '%s': expected idle or normal", v);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -203,7 +221,7 @@ static const struct flag flags[] = {
     {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
     {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
-    {"--dsm-push", true, f_dsm_push},
+    {"--dsm-push", true, f_dsm_push}, {"--vcpu-sched", true, f_vcpu_sched},
     {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };

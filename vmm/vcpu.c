@@ -7,6 +7,7 @@
  * at once and the loop looks at the LAPIC again before re-entering. The
  * LAPIC timer is a POSIX timer that sends SIGKICK to this very thread. */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -354,11 +355,25 @@ static void run_loop(struct vcpu *v)
     }
 }
 
+/* See enum vcpu_sched. Lowering a thread's own policy needs no privilege;
+ * if the kernel refuses anyway the vCPU runs at the normal policy, slower
+ * when nodes share cores but correct, so that is reported and not fatal. */
+static void apply_sched(struct vcpu *v)
+{
+    if (v->vm->cfg.vcpu_sched != VCPU_SCHED_IDLE)
+        return;
+    struct sched_param sp = {0};
+    if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0 && v->id == 0)
+        fprintf(stderr, "amalgam: vCPU threads keep the normal scheduling policy (SCHED_IDLE "
+                "refused: %s); nodes sharing cores will be slower\n", strerror(errno));
+}
+
 void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
     v->self = pthread_self();
     atomic_store(&v->kickable, true);
+    apply_sched(v);
     int r = setup_thread_signals(v);
     if (r < 0) {
         vm_fail(v->vm, "vCPU %d: cannot set up signals/timer: %s", v->id, strerror(-r));

@@ -20,6 +20,17 @@
 
 enum cpl0_mode { CPL0_AUTO = 0, CPL0_NATIVE, CPL0_EMULATED };
 
+/* How vCPU threads are scheduled against the node's own service threads
+ * (DSM progress, device thread, main loop). IDLE (the default): vCPU
+ * threads run under SCHED_IDLE, so a service thread with a message to
+ * answer always preempts a vCPU, even one spinning in the guest on a page
+ * another node holds. On this 2-core host with the nodes sharing it, the
+ * test guest's `tsc` test on 4 nodes took 31 s at NORMAL and 5.9 s at IDLE,
+ * and `bench local --nodes 2 --vcpus 4` fell from 339x to 6.5x one node
+ * (docs/architecture.md, "Threads"). NORMAL suits a host shared with other
+ * heavy work, which would otherwise take every cycle from the guest. */
+enum vcpu_sched { VCPU_SCHED_IDLE = 0, VCPU_SCHED_NORMAL };
+
 #define VMM_MAX_VCPUS 255
 #define VMM_MIN_MEM (32ULL << 20)
 
@@ -46,6 +57,7 @@ struct vm_config {
     const char *distance;
     uint64_t dsm_cache; /* bytes of other nodes' pages cached here; 0: no limit */
     unsigned dsm_push;  /* batching: pages sent along with a read copy (dsm_set_push) */
+    enum vcpu_sched vcpu_sched;
 };
 
 struct vm;
