@@ -179,6 +179,7 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the node's message thread");
         return -EAGAIN;
     }
+    pthread_setname_np(vm->progress, "amalgam-dsm"); /* top -H, ps -L */
     vm->progress_started = true;
     return cluster_sync_tsc(vm, err, errlen);
 }

@@ -106,6 +106,7 @@ int cluster_start_devices(struct vm *vm)
     pthread_cond_init(&q->cond, NULL);
     if (pthread_create(&q->thread, NULL, device_thread, vm))
         return -EAGAIN;
+    pthread_setname_np(q->thread, "amalgam-devices");
     q->started = true;
     return 0;
 }

@@ -373,6 +373,9 @@ void *vcpu_thread(void *arg)
     struct vcpu *v = arg;
     v->self = pthread_self();
     atomic_store(&v->kickable, true);
+    char name[16];
+    snprintf(name, sizeof name, "amalgam-vcpu%d", v->id);
+    pthread_setname_np(pthread_self(), name); /* top -H, ps -L */
     apply_sched(v);
     int r = setup_thread_signals(v);
     if (r < 0) {

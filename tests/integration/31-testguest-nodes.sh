@@ -35,4 +35,24 @@ run_guest tsc 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=tsc round
 run_guest smp-counter 0 --nodes 2 --vcpus 4 --fabric tcp --append "test=smp-counter iters=1000000"
 run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=ipi rounds=50"
 run_guest nonexistent 1 --nodes 2 --vcpus 2 --append test=nonexistent
+# The scheduling policy: vCPU threads SCHED_IDLE (IDL), the DSM and device
+# threads normal (TS), read off the threads of a running 2-node machine.
+"$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 --append "test=contend iters=100000000" >/dev/null 2>&1 &
+run=$!
+for _ in $(seq 100); do
+    pols=$(ps -L -o cls=,comm= --ppid "$run" 2>/dev/null | tr -s ' ' | sed 's/^ //' | sort | tr '\n' ';')
+    case "$pols" in *"IDL amalgam-vcpu1"*) break ;; esac
+    sleep 0.1
+done
+kill -TERM "$run" 2>/dev/null; wait "$run" 2>/dev/null
+bad=
+for w in "IDL amalgam-vcpu0" "IDL amalgam-vcpu1" "TS amalgam-dsm" "TS amalgam-devices"; do
+    [ "$(tr ';' '\n' <<<"$pols" | grep -cx "$w")" -ge 1 ] || bad="$bad, no '$w'"
+done
+[ "$(tr ';' '\n' <<<"$pols" | grep -c ' amalgam-dsm$')" -eq 2 ] || bad="$bad, not two DSM threads"
+if [ -z "$bad" ]; then
+    ok "thread policies of a 2-node run: $pols"
+else
+    fail "thread policies of a 2-node run: '$pols'${bad}"
+fi
 finish

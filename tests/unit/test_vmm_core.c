@@ -49,7 +49,10 @@ START_TEST(flags_defaults)
     ck_assert_int_eq(a.vm.nr_vcpus, 1);
     ck_assert_uint_eq(a.vm.mem_size, 256ULL << 20);
     ck_assert_int_eq(a.vm.cpl0, CPL0_AUTO);
+    ck_assert_int_eq(a.vm.vcpu_sched, VCPU_SCHED_IDLE);
     ck_assert_ptr_null(a.vm.initrd);
+    ck_assert_int_eq(parse(&a, err, "--kernel", "k", "--vcpu-sched", "normal", NULL), 0);
+    ck_assert_int_eq(a.vm.vcpu_sched, VCPU_SCHED_NORMAL);
 }
 END_TEST
 
@@ -67,6 +70,8 @@ START_TEST(flags_errors)
     ck_assert_int_eq(parse(&a, err, "--mem", "lots", "--kernel", "k", NULL), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "--mem 'lots'"));
     ck_assert_int_eq(parse(&a, err, "--cpl0", "maybe", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_int_eq(parse(&a, err, "--vcpu-sched", "fifo", "--kernel", "k", NULL), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "expected idle or normal"));
     ck_assert_int_eq(parse(&a, err, "--vcpus", "2", NULL), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "--kernel FILE is required"));
     ck_assert_int_eq(parse(&a, err, "--verbose=1", "--kernel", "k", NULL), -EINVAL);
