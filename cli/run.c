@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "monitor/monitor.h"
 #include "cli/run_args.h"
 #include "tools/tools.h"
 #include "vmm/cluster.h"
@@ -43,6 +44,27 @@ static int resolve_measured(struct run_args *a, char *buf, size_t len)
                 "SLIT distance %d\n", local_ns, remote_ns, d);
     snprintf(buf, len, "%d", d);
     a->vm.distance = buf;
+    return 0;
+}
+
+/* --monitor: node 0 listens once the machine runs (monitor.h). */
+static void use_monitor(struct run_args *a, struct monitor_attach *ma)
+{
+    if (!a->monitor)
+        return;
+    *ma = (struct monitor_attach){.path = a->monitor};
+    a->vm.hooks = (struct vm_hooks){ma, monitor_attach_hook, monitor_event_hook,
+                                    monitor_detach_hook};
+}
+
+/* A live monitor at the path is a user error, found before anything starts. */
+static int monitor_free(const struct run_args *a, const char *cmd)
+{
+    if (a->monitor && monitor_path_live(a->monitor)) {
+        fprintf(stderr, "amalgam %s: --monitor %s: another monitor is live there\n", cmd,
+                a->monitor);
+        return -EADDRINUSE;
+    }
     return 0;
 }
 
@@ -104,8 +126,12 @@ int cmd_run(int argc, char **argv)
         fputs(run_usage, stdout);
         return 0;
     }
+    if (monitor_free(&a, "run") < 0)
+        return 2;
     if (a.nodes > 1)
         return run_cluster(argc, argv, &a);
+    struct monitor_attach ma;
+    use_monitor(&a, &ma);
     if (distance_measured(&a))
         a.vm.distance = NULL; /* one node: no distances to measure */
     struct vm *vm;
@@ -143,6 +169,12 @@ int cmd_node(int argc, char **argv)
         fprintf(stderr, "amalgam node: --distance measured needs one place to measure: give "
                 "the number 'amalgam topology --nodes 2 --distance measured' prints\n");
         return 2;
+    }
+    struct monitor_attach ma;
+    if (c.rank == 0) {
+        if (monitor_free(&a, "node") < 0)
+            return 2;
+        use_monitor(&a, &ma);
     }
     struct ic *ic;
     if (ic_open(&c, &ic, err, sizeof err) < 0) {

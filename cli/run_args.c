@@ -47,6 +47,8 @@ const char run_usage[] =
     "  --dsm-push N      batching: with each read copy a node is sent, its home\n"
     "                    also sends up to N following pages it owns (0-64,\n"
     "                    default " STR(DSM_PUSH_DEFAULT) "; see docs/dsm.md)\n"
+    "  --monitor PATH    listen for QMP clients on the unix socket PATH (mode\n"
+    "                    0600; node 0's): see 'amalgam ctl' and docs/monitor.md\n"
     "  --vcpu-sched S    idle (default) or normal: idle runs the vCPU threads\n"
     "                    under SCHED_IDLE, so the node's DSM and device threads\n"
     "                    always run first; normal suits a host shared with other\n"
@@ -106,6 +108,17 @@ static int f_vcpu_sched(void *ctx, const char *v, char *err, size_t n)
         snprintf(err, n, "--vcpu-sched '%s': expected idle or normal", v);
         return -EINVAL;
     }
+    return 0;
+}
+
+static int f_monitor(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    if (!*v) {
+        snprintf(err, n, "--monitor needs a socket path");
+        return -EINVAL;
+    }
+    a->monitor = v;
     return 0;
 }
 
@@ -222,6 +235,7 @@ static const struct flag flags[] = {
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
     {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
     {"--dsm-push", true, f_dsm_push}, {"--vcpu-sched", true, f_vcpu_sched},
+    {"--monitor", true, f_monitor},
     {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };

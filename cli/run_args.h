@@ -13,6 +13,7 @@ struct run_args {
     int nodes;          /* node processes to start on this host */
     const char *fabric; /* their interconnect provider, NULL: auto */
     bool pin;           /* give each local node process its own CPUs */
+    const char *monitor; /* QMP socket path (node 0), NULL: none */
     bool help;
 };
 

@@ -228,6 +228,33 @@ void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payloa
     settle(h);
 }
 
+static void count_thread_fault(struct dsm_host *h, int64_t tid)
+{
+    if (tid <= 0)
+        return;
+    for (unsigned i = 0, at = (unsigned)tid % DSM_HOST_THREADS; i < DSM_HOST_THREADS;
+         i++, at = (at + 1) % DSM_HOST_THREADS)
+        if (h->thread_faults[at].tid == tid || !h->thread_faults[at].tid) {
+            h->thread_faults[at].tid = tid;
+            h->thread_faults[at].faults++;
+            return;
+        }
+}
+
+uint64_t dsm_host_thread_faults(const struct dsm_host *h, int64_t tid)
+{
+    if (tid <= 0)
+        return 0;
+    for (unsigned i = 0, at = (unsigned)tid % DSM_HOST_THREADS; i < DSM_HOST_THREADS;
+         i++, at = (at + 1) % DSM_HOST_THREADS) {
+        if (h->thread_faults[at].tid == tid)
+            return h->thread_faults[at].faults;
+        if (!h->thread_faults[at].tid)
+            return 0;
+    }
+    return 0;
+}
+
 static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
 {
     uint64_t addr = msg->arg.pagefault.address & ~(uint64_t)(DSM_PAGE_SIZE - 1);
@@ -239,6 +266,7 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
     if (!h->continue_wp)
         write = true; /* no read-only mapping possible: take the page exclusive */
     h->uffd_events++;
+    count_thread_fault(h, (int64_t)msg->arg.pagefault.feat.ptid);
     TRACE(h, "fault page %llu flags %#llx", (unsigned long long)page,
           (unsigned long long)msg->arg.pagefault.flags);
     if (dsm_fault(&h->eng, page, write) == 0)
@@ -319,7 +347,7 @@ static int open_uffd(struct dsm_host *h)
     struct uffdio_api api = {
         .api = UFFD_API,
         .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
-                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_THREAD_ID,
     };
     if (ioctl(h->uffd, UFFDIO_API, &api) < 0)
         return -errno;
@@ -438,6 +466,7 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
         return r;
     dsm_set_cache_limit(&h->eng, cache_pages);
     free_foreign_pages(h);
+    h->window_start_ns = op_now(h);
     return 0;
 }
 
@@ -451,6 +480,8 @@ void dsm_host_stop(struct dsm_host *h)
     free(h->woken_flag);
     free(h->pte);
     free(h->filled);
+    free(h->base_fetches);
+    free(h->base_losses);
 }
 
 /* ---- accessors ---------------------------------------------------------- */
@@ -467,6 +498,39 @@ void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r)
 int dsm_host_hot_pages(const struct dsm_host *h, struct dsm_hot_page *out, int k)
 {
     return dsm_hot_pages(&h->eng, out, k);
+}
+
+int dsm_host_hot_window(struct dsm_host *h, struct dsm_hot_page *out, int k, uint64_t *window_ns)
+{
+    const struct dsm_node *n = &h->eng;
+    if (!h->base_fetches) {
+        h->base_fetches = calloc(h->npages, sizeof *h->base_fetches);
+        h->base_losses = calloc(h->npages, sizeof *h->base_losses);
+        if (!h->base_fetches || !h->base_losses) {
+            free(h->base_fetches);
+            free(h->base_losses);
+            h->base_fetches = h->base_losses = NULL;
+            return -ENOMEM;
+        }
+    }
+    uint64_t now = op_now(h);
+    *window_ns = now - h->window_start_ns;
+    h->window_start_ns = now;
+    int have = 0;
+    k = k < 0 ? 0 : k > 64 ? 64 : k;
+    for (uint64_t p = 0; p < h->npages; p++) {
+        uint32_t f = n->fetches[p] - h->base_fetches[p], l = n->losses[p] - h->base_losses[p];
+        h->base_fetches[p] = n->fetches[p];
+        h->base_losses[p] = n->losses[p];
+        uint64_t heat = (uint64_t)f + l;
+        if (!k || !heat || (have == k && heat <= (uint64_t)out[k - 1].fetches + out[k - 1].losses))
+            continue;
+        int i = have < k ? have++ : k - 1; /* insert, dropping the coolest */
+        for (; i > 0 && (uint64_t)out[i - 1].fetches + out[i - 1].losses < heat; i--)
+            out[i] = out[i - 1];
+        out[i] = (struct dsm_hot_page){p, f, l};
+    }
+    return have;
 }
 
 void dsm_host_set_push(struct dsm_host *h, unsigned pages)

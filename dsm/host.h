@@ -37,6 +37,8 @@ struct dsm_local_msg {
     bool has_payload;
 };
 
+#define DSM_HOST_THREADS 512 /* threads counted per node: vCPUs and the device thread */
+
 struct dsm_host {
     struct dsm_node eng;
     uint8_t *guest_view, *agent_view;
@@ -68,6 +70,12 @@ struct dsm_host {
     /* How long an idle loop on a fabric without a wait fd sleeps (see
      * dsm_host_pace; AMALGAM_DSM_IDLE_SLEEP_US overrides). */
     uint64_t idle_sleep_ns;
+    /* For the monitor (message loop only): the per-page counts at the
+     * previous windowed hot-page query, and userfaultfd faults per thread
+     * (open addressing on the thread id the kernel reports). */
+    uint32_t *base_fetches, *base_losses;
+    uint64_t window_start_ns;
+    struct { int64_t tid; uint64_t faults; } thread_faults[DSM_HOST_THREADS];
 };
 
 /* Registers the 0x20-0x28 DSM message types with an interconnect config. */
@@ -119,6 +127,12 @@ struct dsm_host_report {
 void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r);
 /* The k pages (<= 64) most fetched and lost here, most first (dsm.h). */
 int dsm_host_hot_pages(const struct dsm_host *h, struct dsm_hot_page *out, int k);
+/* The k (<= 64) pages most fetched and lost since the previous call (the
+ * first call: since start), and how long that was. Message loop only. */
+int dsm_host_hot_window(struct dsm_host *h, struct dsm_hot_page *out, int k, uint64_t *window_ns);
+/* userfaultfd faults taken by thread tid (home pages are mapped at start,
+ * so each is a page of another node's or a shared page to take back). */
+uint64_t dsm_host_thread_faults(const struct dsm_host *h, int64_t tid);
 /* Batching: see dsm_set_push. Before the message loop starts. */
 void dsm_host_set_push(struct dsm_host *h, unsigned pages);
 /* The userfaultfd, for the message loop's wait. */

@@ -125,8 +125,10 @@ static uint8_t *build_fadt(struct builder *b, const uint8_t *dsdt, const uint8_t
     put16(t + 98, 1001); /* no C3 */
     /* IAPC_BOOT_ARCH: no 8042, no VGA, no CMOS RTC. */
     put16(t + 109, (1u << 2) | (1u << 5));
-    /* WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON absent, RESET_REG_SUP. */
-    put32(t + 112, (1u << 0) | (1u << 2) | (1u << 4) | (1u << 5) | (1u << 10));
+    /* WBINVD, PROC_C1, SLP_BUTTON absent, RESET_REG_SUP; PWR_BUTTON clear:
+     * the power button is the fixed one in PM1 (the monitor's
+     * system_powerdown). */
+    put32(t + 112, (1u << 0) | (1u << 2) | (1u << 5) | (1u << 10));
     gas_io(t + 116, 8, RESET_PORT);
     put8(t + 128, 0x06);
     put8(t + 131, 4);

@@ -8,6 +8,7 @@
 #include "clock/clock.h"
 #include "dsm/host.h"
 #include "vmm/cluster.h"
+#include "vmm/control.h"
 #include "vmm/vm.h"
 
 int cluster_register_types(struct ic_types *t)
@@ -18,6 +19,7 @@ int cluster_register_types(struct ic_types *t)
     r = r ?: ic_types_add(t, VM_T_IO_REPLY, 0, 0);
     r = r ?: ic_types_add(t, VM_T_TSC, 0, 0);
     r = r ?: ic_types_add(t, VM_T_EOI, 0, 0);
+    r = r ?: control_register_types(t);
     return r ?: ic_types_add(t, VM_T_STOP, 0, 0);
 }
 
@@ -100,6 +102,7 @@ int cluster_attach(struct vm *vm)
     r = r ?: ic_on(ic, VM_T_STOP, VM_T_STOP, on_stop, vm);
     r = r ?: ic_on(ic, VM_T_TSC, VM_T_TSC, on_tsc, vm);
     r = r ?: ic_on(ic, VM_T_EOI, VM_T_EOI, on_eoi, vm);
+    r = r ?: control_attach(vm);
     if (r < 0)
         return r;
     vm->bus.fwd = (struct bus_forward_ops){vm, cluster_forward};
@@ -116,6 +119,7 @@ static void *progress(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     while (!atomic_load(&vm->stopping)) {
         int n = dsm_host_poll(vm->dsm) + ic_poll_handlers(vm->cfg.ic, 64);
+        control_poll(vm);
         uint64_t t = clock_now_ns();
         if (t - last > 50000000ULL) {
             last = t;
@@ -126,6 +130,7 @@ static void *progress(void *arg)
                 break;
             }
             if (ic_tick(vm->cfg.ic, t) < 0) {
+                vm->lost_rank = ic_dead_rank(vm->cfg.ic); /* before vm_fail wakes the main loop */
                 vm_fail(vm, "node %d stopped answering (no heartbeat for %.1f s)",
                         ic_dead_rank(vm->cfg.ic), ic_dead_after_ns(vm->cfg.ic) / 1e9);
                 break;
@@ -181,7 +186,10 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
     }
     pthread_setname_np(vm->progress, "amalgam-dsm"); /* top -H, ps -L */
     vm->progress_started = true;
-    return cluster_sync_tsc(vm, err, errlen);
+    r = cluster_sync_tsc(vm, err, errlen);
+    if (r == 0)
+        control_probe_peers(vm);
+    return r;
 }
 
 /* The guest-physical address of a DSM page. */

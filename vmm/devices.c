@@ -27,6 +27,7 @@
 #define PM_TMR PLATFORM_PM_TMR_PORT
 #define PM1_CNT_SCI_EN 0x0001
 #define PM1_CNT_SLP_EN 0x2000
+#define PM1_PWRBTN 0x0100 /* PM1 status and enable: the fixed power button */
 #define PORT_KBD_CMD 0x64
 #define PORT_POST 0x80
 
@@ -117,28 +118,67 @@ static uint64_t pm_read(void *ctx, void *who, uint64_t port, int size)
         return port == PM1A_CNT ? PM1_CNT_SCI_EN : 0;
     if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3)
         return atomic_load(&vm->pm.enable) >> (8 * (port - (PM1A_EVT + 2)));
-    return 0; /* PM1 status: nothing ever raises an ACPI event */
+    pthread_mutex_lock(&vm->dev_lock);
+    uint16_t st = vm->pm.status; /* PM1 status: only the power button is ever raised */
+    pthread_mutex_unlock(&vm->dev_lock);
+    return (uint64_t)(st >> (8 * (port - PM1A_EVT))) & (size == 1 ? 0xff : 0xffff);
+}
+
+/* The SCI is level-triggered: up while an enabled event's status is set.
+ * Called with dev_lock held; the IOAPIC's messages go out after. */
+static void pm_update_sci(struct vm *vm, struct ioapic_out *out)
+{
+    bool level = vm->pm.status & atomic_load(&vm->pm.enable) & PM1_PWRBTN;
+    ioapic_set_irq(&vm->ioapic, PLATFORM_SCI_IRQ, level, out);
+}
+
+int vm_powerdown(struct vm *vm, char *err, size_t n)
+{
+    struct ioapic_out out = {0};
+    if (vm->node != 0) {
+        snprintf(err, n, "the power button is node 0's");
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&vm->dev_lock);
+    vm->pm.status |= PM1_PWRBTN;
+    pm_update_sci(vm, &out);
+    pthread_mutex_unlock(&vm->dev_lock);
+    vm_deliver_all(vm, &out);
+    return 0;
 }
 
 static void pm_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
 {
     struct vm *vm = ctx;
     (void)who;
+    if (port == PM1A_EVT || port == PM1A_EVT + 1) { /* status: a 1 clears */
+        struct ioapic_out out = {0};
+        int shift = 8 * (int)(port - PM1A_EVT);
+        pthread_mutex_lock(&vm->dev_lock);
+        vm->pm.status &= (uint16_t)~((val & (size == 1 ? 0xff : 0xffff)) << shift);
+        pm_update_sci(vm, &out);
+        pthread_mutex_unlock(&vm->dev_lock);
+        vm_deliver_all(vm, &out);
+        return;
+    }
     if (port == PM1A_CNT || port == PM1A_CNT + 1) {
         uint64_t v = port == PM1A_CNT ? val : val << 8;
         if (v & PM1_CNT_SLP_EN)
             vm_stop(vm, VM_EXIT_POWEROFF, 0);
     } else if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3) {
-        /* PM1 enable keeps what is written, though nothing ever raises an
-         * ACPI event: ACPICA tells whether the global lock exists by
-         * whether GBL_EN sticks, and printed two "ACPI Error" lines on
-         * every boot when it did not. No firmware ever holds the lock. */
+        /* PM1 enable keeps what is written: the power button's enable
+         * gates the SCI, and ACPICA tells whether the global lock exists
+         * by whether GBL_EN sticks (it printed two "ACPI Error" lines on
+         * every boot when it did not). No firmware ever holds the lock. */
+        struct ioapic_out out = {0};
         int shift = 8 * (int)(port - (PM1A_EVT + 2));
         uint16_t mask = (uint16_t)((size == 1 ? 0xff : 0xffff) << shift);
         pthread_mutex_lock(&vm->dev_lock);
         uint16_t e = atomic_load(&vm->pm.enable);
         atomic_store(&vm->pm.enable, (uint16_t)((e & ~mask) | ((val << shift) & mask)));
+        pm_update_sci(vm, &out);
         pthread_mutex_unlock(&vm->dev_lock);
+        vm_deliver_all(vm, &out);
     }
 }
 
@@ -166,6 +206,7 @@ static void pm_reset(void *ctx)
 {
     struct vm *vm = ctx;
     vm->pm.timer_base_ns = clock_now_ns();
+    vm->pm.status = 0;
     atomic_store(&vm->pm.enable, 0);
 }
 

@@ -335,6 +335,7 @@ static void run_loop(struct vcpu *v)
             return;
         bench_before_entry(v, exit_ns);
         int r = kvm_run(v->fd);
+        atomic_fetch_add_explicit(&v->exits, 1, memory_order_relaxed);
         if (vm->bench)
             exit_ns = clock_now_ns();
         if (r < 0) {
@@ -373,6 +374,7 @@ void *vcpu_thread(void *arg)
     struct vcpu *v = arg;
     v->self = pthread_self();
     atomic_store(&v->kickable, true);
+    atomic_store(&v->tid, (int64_t)gettid());
     char name[16];
     snprintf(name, sizeof name, "amalgam-vcpu%d", v->id);
     pthread_setname_np(pthread_self(), name); /* top -H, ps -L */

@@ -18,6 +18,7 @@
 #include "vmm/boot.h"
 #include "vmm/cluster.h"
 #include "vmm/emulate.h"
+#include "vmm/control.h"
 #include "vmm/event_loop.h"
 #include "vmm/kvm.h"
 #include "vmm/vm.h"
@@ -306,6 +307,11 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     vm->node = cfg->ic ? ic_rank(cfg->ic) : 0;
     vm->nnodes = cfg->ic ? ic_size(cfg->ic) : 1;
     bus_init(&vm->bus, vm->node, NULL); /* forwarding: cluster_start */
+    vm->lost_rank = -1;
+    if (control_init(vm) < 0) {
+        free(vm);
+        return -ENOMEM;
+    }
     pthread_mutex_init(&vm->dev_lock, NULL);
     pthread_mutex_init(&vm->pause_lock, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
@@ -472,6 +478,49 @@ static void on_stop(void *ctx, int fd, uint32_t events)
     }
 }
 
+/* The monitor (or whoever set cfg.hooks) joins the loop once the machine
+ * runs; failing to, the run ends: the user asked for it. */
+static int attach_hooks(struct vm *vm, struct main_ctx *m)
+{
+    char err[256] = "";
+    if (!vm->cfg.hooks.attach)
+        return 0;
+    int r = vm->cfg.hooks.attach(vm->cfg.hooks.ctx, vm, &m->loop, err, sizeof err);
+    if (r < 0)
+        vm_fail(vm, "%s", err[0] ? err : strerror(-r));
+    return r;
+}
+
+static const char *shutdown_reason(enum vm_exit_reason r)
+{
+    switch (r) {
+    case VM_EXIT_DEBUG_PORT: case VM_EXIT_POWEROFF: return "guest-shutdown";
+    case VM_EXIT_RESET: return "guest-reset";
+    case VM_EXIT_SIGNAL: return "host-signal";
+    case VM_EXIT_QUIT: return "host-qmp-quit";
+    case VM_EXIT_ERROR: return "host-error";
+    case VM_EXIT_NONE: break;
+    }
+    return "host-error";
+}
+
+/* NODE_LOST (if a node stopped answering) and SHUTDOWN, to the hooks. */
+static void announce_end(struct vm *vm)
+{
+    if (!vm->cfg.hooks.event)
+        return;
+    if (vm->lost_rank >= 0) {
+        struct vm_event e = {.type = VM_EVENT_NODE_LOST, .rank = vm->lost_rank,
+                             .reason = vm->error};
+        vm->cfg.hooks.event(vm->cfg.hooks.ctx, &e);
+    }
+    enum vm_exit_reason r = vm->exit_reason;
+    struct vm_event e = {.type = VM_EVENT_SHUTDOWN, .reason = shutdown_reason(r),
+                         .guest = r == VM_EXIT_DEBUG_PORT || r == VM_EXIT_POWEROFF ||
+                                  r == VM_EXIT_RESET};
+    vm->cfg.hooks.event(vm->cfg.hooks.ctx, &e);
+}
+
 /* The main thread waits for the end of the run, a stop signal, or console
  * input. */
 static void main_loop(struct vm *vm, struct main_ctx *m)
@@ -505,10 +554,13 @@ int vm_run(struct vm *vm)
     }
     if (r < 0)
         vm_fail(vm, "cannot set up the node's event loop: %s", strerror(-r));
+    else if ((r = control_watch(vm, &m.loop)) < 0)
+        vm_fail(vm, "cannot set up the node's event loop: %s", strerror(-r));
     else if (vm->cfg.ic && cluster_start(vm, err, sizeof err) < 0)
         vm_fail(vm, "%s", err);
-    else if (start_threads(vm) == 0)
+    else if (start_threads(vm) == 0 && attach_hooks(vm, &m) == 0)
         main_loop(vm, &m);
+    announce_end(vm);
     for (int i = 0; i < vm->nr_vcpus; i++) {
         atomic_store(&vm->vcpus[i].kickable, false);
         if (atomic_load(&vm->vcpus[i].thread_started))
@@ -518,6 +570,8 @@ int vm_run(struct vm *vm)
     atomic_store(&vm->vcpus_joined, true);
     if (vm->cfg.ic)
         cluster_stop(vm);
+    if (vm->cfg.hooks.detach)
+        vm->cfg.hooks.detach(vm->cfg.hooks.ctx);
     event_loop_free(&m.loop);
     return vm->exit_status;
 }
@@ -546,6 +600,7 @@ void vm_destroy(struct vm *vm)
 {
     if (!vm)
         return;
+    control_free(vm);
     for (int i = 0; vm->vcpus && i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (v->timer_created)

@@ -63,6 +63,8 @@ struct vcpu {
     uint8_t post_codes[VCPU_POST_CODES];
     unsigned post_count;
 
+    _Atomic int64_t tid;     /* its host thread, once started (the monitor) */
+    _Atomic uint64_t exits;  /* KVM_RUN returns (the monitor) */
     bool halt_if;            /* HALTED: whether interrupts may wake it (IF) */
     bool local;              /* placed on this node: has a thread */
     pthread_cond_t io_cond;  /* a forwarded device access was answered */
@@ -74,7 +76,8 @@ struct vcpu {
 /* The ACPI PM block (devices.c): the PM timer's zero and PM1a enable. */
 struct acpi_pm {
     uint64_t timer_base_ns;
-    _Atomic uint16_t enable; /* as written; nothing ever raises an event */
+    _Atomic uint16_t enable; /* PM1 enable, as written */
+    uint16_t status;         /* PM1 status: the power button (under dev_lock) */
 };
 
 /* Emulated-CPL0 fix-ups, counted per kind (see emulate.h). */
@@ -134,6 +137,8 @@ struct vm {
     uint64_t tsc_ref_host;        /* node 0's host boot tag, with it */
     _Atomic bool tsc_ref_known;
     _Atomic uint64_t bad_msgs;    /* VMM messages dropped as invalid */
+    struct vm_control *ctl;       /* machine-wide pause and status (control.c) */
+    _Atomic int lost_rank;        /* a node that stopped answering; -1: none */
 };
 
 /* Ends the run (first caller wins): records why and with which status,

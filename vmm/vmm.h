@@ -39,6 +39,29 @@ enum vcpu_sched { VCPU_SCHED_IDLE = 0, VCPU_SCHED_NORMAL };
 /* Bench port: writes are only counted (and timed by `bench vmexit`). */
 #define VMM_PORT_BENCH PLATFORM_BENCH_PORT
 
+struct vm;
+struct event_loop;
+
+/* What happened to the machine, for whoever watches it (the monitor's
+ * events). Delivered on the main thread of node 0 (or the only node). */
+enum vm_event_type { VM_EVENT_SHUTDOWN, VM_EVENT_NODE_LOST };
+struct vm_event {
+    enum vm_event_type type;
+    bool guest;          /* SHUTDOWN: the guest asked (power-off, reset, exit port) */
+    const char *reason;  /* SHUTDOWN: guest-shutdown, host-signal, host-qmp-quit, host-error;
+                          * NODE_LOST: what was seen */
+    int rank;            /* NODE_LOST */
+};
+
+/* Hooks run by vm_run on its main thread: attach once the machine runs
+ * (with the node's event loop, to watch more fds), event as they happen. */
+struct vm_hooks {
+    void *ctx;
+    int (*attach)(void *ctx, struct vm *vm, struct event_loop *loop, char *err, size_t n);
+    void (*event)(void *ctx, const struct vm_event *e);
+    void (*detach)(void *ctx);
+};
+
 struct vm_config {
     int nr_vcpus;
     uint64_t mem_size;
@@ -58,6 +81,7 @@ struct vm_config {
     uint64_t dsm_cache; /* bytes of other nodes' pages cached here; 0: no limit */
     unsigned dsm_push;  /* batching: pages sent along with a read copy (dsm_set_push) */
     enum vcpu_sched vcpu_sched;
+    struct vm_hooks hooks; /* node 0 only; all NULL: none */
 };
 
 struct vm;
@@ -70,6 +94,7 @@ enum vm_exit_reason {
     VM_EXIT_POWEROFF,   /* ACPI S5 */
     VM_EXIT_RESET,      /* guest asked for a reset */
     VM_EXIT_SIGNAL,     /* SIGINT/SIGTERM */
+    VM_EXIT_QUIT,       /* the monitor's quit: status 0 */
     VM_EXIT_ERROR,      /* the VMM failed; vm_error() says why */
 };
 
@@ -97,6 +122,63 @@ int vm_pause(struct vm *vm, uint64_t timeout_ns);
 void vm_resume(struct vm *vm);
 /* Ends a run from another thread, as a power-off would. */
 void vm_shutdown(struct vm *vm);
+
+/* ---- the whole machine, from node 0's main thread (control.c) ---- */
+
+#define VM_STATUS_MAX_NODES 64
+#define VM_STATUS_MAX_HOT 64
+
+enum vm_dsm_counter {
+    VM_DSM_READ_FAULTS, VM_DSM_WRITE_FAULTS, VM_DSM_UPGRADES, VM_DSM_INV_SENT,
+    VM_DSM_INV_RECEIVED, VM_DSM_RECALLS_SENT, VM_DSM_RECALLS_RECEIVED, VM_DSM_BYTES_MOVED,
+    VM_DSM_EVICTIONS, VM_DSM_WRITEBACKS, VM_DSM_UFFD_EVENTS, VM_DSM_HELD, VM_DSM_PUSHED,
+    VM_DSM_BAD_MESSAGES, VM_DSM_COUNTERS
+};
+extern const char *const vm_dsm_counter_names[VM_DSM_COUNTERS];
+
+struct vm_status_node {
+    int rank;
+    char host[64];
+    int64_t pid;
+    char fabric[16];
+    uint64_t home_start, home_end;  /* guest-physical, end exclusive */
+    uint64_t resident, cached;      /* bytes */
+    uint64_t rtt_ns[VM_STATUS_MAX_NODES]; /* measured round trip to each rank; 0: self/unknown */
+    uint64_t dsm[VM_DSM_COUNTERS];
+    uint64_t hold_window_ns;
+    int nhot;
+    struct { uint64_t gpa; uint32_t fetched, lost; } hot[VM_STATUS_MAX_HOT];
+    uint64_t window_ns; /* what hot[] counts cover: since this node's previous query */
+    bool paused;
+};
+
+struct vm_status_vcpu {
+    int index, node;
+    int64_t tid;        /* 0: not known */
+    const char *state;  /* vcpu_state_name() */
+    uint64_t exits, remote_faults;
+};
+
+struct vm_status {
+    bool running;       /* false: paused by vm_pause_all */
+    int nnodes, nr_vcpus;
+    struct vm_status_node node[VM_STATUS_MAX_NODES];
+    struct vm_status_vcpu vcpu[VMM_MAX_VCPUS];
+};
+
+/* Every node's status and its top hottest pages (<= VM_STATUS_MAX_HOT),
+ * asked over the interconnect; 0, -ETIMEDOUT (a node did not answer in
+ * time) or another -errno, with err filled in. */
+int vm_query(struct vm *vm, unsigned top, struct vm_status *st, char *err, size_t n);
+/* Pauses every vCPU on every node; returns when all have stopped. */
+int vm_pause_all(struct vm *vm, char *err, size_t n);
+int vm_resume_all(struct vm *vm, char *err, size_t n);
+bool vm_running(const struct vm *vm);
+/* Presses the ACPI power button (the PM1 fixed event): a guest that
+ * enabled it gets an SCI and may shut down. */
+int vm_powerdown(struct vm *vm, char *err, size_t n);
+/* Ends the run as the monitor's quit. */
+void vm_quit(struct vm *vm);
 
 /* A paused VM's complete state (guest memory, every vCPU's KVM state and
  * LAPIC, every device), held in this process (checkpoint.c). Restored into

@@ -45,6 +45,10 @@
 #define SVC_PUTS 4      /* RDI: NUL-terminated string */
 #define SVC_BENCH_OUT 5 /* RDI: count of OUTs to the bench port, from CPL0 */
 #define SVC_UART_THRI 6 /* raise the UART's transmit-empty interrupt (IRQ 4) */
+/* Port I/O for user mode (IOPL 3 is not honoured everywhere: PVM runs the
+ * guest kernel outside ring 0). RDI: port | bytes << 16 (1, 2 or 4). */
+#define SVC_PIO_IN 7    /* returns the value read */
+#define SVC_PIO_OUT 8   /* RSI: the value */
 
 /* Vectors */
 #define VEC_TIMER 0x30

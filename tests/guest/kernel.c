@@ -348,6 +348,28 @@ static void service(struct trap_frame *f, int cpu)
         for (uint64_t i = f->rdi; i; i--)
             outb(0x502, 0);
         break;
+    case SVC_PIO_IN: case SVC_PIO_OUT: {
+        uint16_t port = (uint16_t)f->rdi;
+        uint64_t bytes = f->rdi >> 16, v = f->rsi;
+        bool in = f->rax == SVC_PIO_IN;
+        if (bytes == 1 && in)
+            __asm__ volatile("inb %w1, %b0" : "=a"(v) : "Nd"(port));
+        else if (bytes == 2 && in)
+            __asm__ volatile("inw %w1, %w0" : "=a"(v) : "Nd"(port));
+        else if (bytes == 4 && in)
+            __asm__ volatile("inl %w1, %k0" : "=a"(v) : "Nd"(port));
+        else if (bytes == 1)
+            __asm__ volatile("outb %b0, %w1" ::"a"(v), "Nd"(port));
+        else if (bytes == 2)
+            __asm__ volatile("outw %w0, %w1" ::"a"(v), "Nd"(port));
+        else if (bytes == 4)
+            __asm__ volatile("outl %k0, %w1" ::"a"(v), "Nd"(port));
+        else
+            fail("cpu %d: port I/O of %lu bytes", cpu, bytes);
+        if (in)
+            f->rax = bytes == 1 ? (uint8_t)v : bytes == 2 ? (uint16_t)v : (uint32_t)v;
+        break;
+    }
     case SVC_UART_THRI:
         /* Enabling THRI with an empty transmitter raises the interrupt. */
         lock_print();

@@ -550,6 +550,74 @@ static void bench_run(int cpu)
     ubarrier();
 }
 
+/* ---- heartbeat ------------------------------------------------------------ */
+
+/* For the monitor's tests: CPU 0 prints "heartbeat N" every ~100 ms of real
+ * time (the ACPI PM timer, 3.58 MHz, 24 bits) while every CPU spins; a
+ * paused machine prints nothing, so a watcher sees the count stop and
+ * resume. It ends after seconds=S (default 30), or when the ACPI power
+ * button is pressed (the monitor's system_powerdown): it enables the
+ * button in PM1, watches PM1 status, then powers off through PM1 control
+ * (S5) as an OS would. */
+#define HB_PM1_EVT 0x600 /* platform/platform.h */
+#define HB_PM1_CNT 0x604
+#define HB_PM_TMR 0x608
+#define HB_PWRBTN 0x0100
+
+static uint16_t hb_inw(uint16_t port)
+{
+    return (uint16_t)svc(SVC_PIO_IN, port | 2u << 16, 0);
+}
+static void hb_outw(uint16_t port, uint16_t v)
+{
+    svc(SVC_PIO_OUT, port | 2u << 16, v);
+}
+static uint32_t hb_inl(uint16_t port)
+{
+    return (uint32_t)svc(SVC_PIO_IN, port | 4u << 16, 0);
+}
+
+static uint64_t hb_seconds;
+static volatile int hb_done;
+
+static void heartbeat_setup(void)
+{
+    hb_seconds = arg_or("seconds", 30);
+}
+
+static void heartbeat_run(int cpu)
+{
+    if (cpu != 0) {
+        while (!hb_done)
+            cpu_relax();
+        return;
+    }
+    hb_outw(HB_PM1_EVT + 2, HB_PWRBTN); /* PM1 enable: the power button */
+    uint32_t last = hb_inl(HB_PM_TMR) & 0xffffff;
+    uint64_t ticks = 0, next = 0, beats = 0;
+    bool button = false;
+    while (ticks < hb_seconds * 3579545ULL) {
+        uint32_t now = hb_inl(HB_PM_TMR) & 0xffffff;
+        ticks += (now - last) & 0xffffff;
+        last = now;
+        if (ticks >= next) {
+            uprint("heartbeat %lu\n", beats++);
+            next += 357954; /* 100 ms */
+        }
+        if (hb_inw(HB_PM1_EVT) & HB_PWRBTN) {
+            hb_outw(HB_PM1_EVT, HB_PWRBTN); /* a 1 clears the status */
+            button = true;
+            break;
+        }
+    }
+    hb_done = 1;
+    if (button) {
+        uprint("heartbeat: power button pressed after %lu beats: powering off\n", beats);
+        hb_outw(HB_PM1_CNT, (5 << 10) | 0x2000); /* SLP_TYP 5 (S5), SLP_EN */
+    }
+    uprint("heartbeat: %lu beats in %lu s\n", beats, hb_seconds);
+}
+
 const struct test tests[] = {
     {"smp-counter", counter_run, counter_setup},
     {"spinlock", lock_run, lock_setup},
@@ -561,5 +629,6 @@ const struct test tests[] = {
     {"contend", contend_run, contend_setup},
     {"local", local_run, local_setup},
     {"bench-vmexit", bench_run, bench_setup},
+    {"heartbeat", heartbeat_run, heartbeat_setup},
     {NULL, NULL, NULL},
 };
