@@ -13,6 +13,7 @@ static const struct command {
 } commands[] = {
     {"run", cmd_run, "start a guest (with --nodes K: over K node processes here)"},
     {"node", cmd_node, "one node of a machine, under mpirun, srun or ssh"},
+    {"ctl", cmd_ctl, "talk to a running machine's --monitor socket (QMP), 'ctl ... top'"},
     {"bench", cmd_bench, "benchmarks: vmexit, fabric, dsm (one JSON line each)"},
     {"fabric-check", fabric_check_main, "check a cluster's interconnect end to end"},
     {"topology", topology_main, "the NUMA machine and ACPI tables a guest would see"},

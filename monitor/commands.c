@@ -301,6 +301,36 @@ const struct qmp_command qmp_commands[] = {
     {0},
 };
 
+json_t *qmp_args_from_kv(int n, char **kv, char *err, size_t errlen)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < n; i++) {
+        const char *eq = strchr(kv[i], '=');
+        if (!eq || eq == kv[i]) {
+            snprintf(err, errlen, "'%s': expected key=value", kv[i]);
+            json_decref(o);
+            return NULL;
+        }
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - kv[i]), kv[i]);
+        if (json_object_get(o, key)) {
+            snprintf(err, errlen, "'%s' given twice", key);
+            json_decref(o);
+            return NULL;
+        }
+        const char *v = eq + 1;
+        char *end;
+        errno = 0;
+        long long x = strtoll(v, &end, 0);
+        json_t *val = *v && !*end && !errno ? json_integer(x)
+                      : !strcmp(v, "true")  ? json_true()
+                      : !strcmp(v, "false") ? json_false()
+                                            : json_string(v);
+        json_object_set_new(o, key, val);
+    }
+    return o;
+}
+
 const struct qmp_command *qmp_find(const char *name)
 {
     for (const struct qmp_command *c = qmp_commands; c->name; c++)

@@ -84,6 +84,11 @@ const struct qmp_command *qmp_find(const char *name);
  * 0, or -1 with e filled in the way QEMU words it. */
 int qmp_check_args(const struct qmp_command *c, json_t *args, struct qmp_error *e);
 
+/* `amalgam ctl`'s key=value words as a QMP arguments object: a value is
+ * an integer if it reads as one, a boolean if true/false, else a string.
+ * NULL with err filled in on a word without '=' or a key given twice. */
+json_t *qmp_args_from_kv(int n, char **kv, char *err, size_t errlen);
+
 /* ---- one client's session (qmp.c) ---- */
 
 struct qmp_stats {

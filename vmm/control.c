@@ -110,7 +110,9 @@ static void fill_node(struct vm *vm, unsigned top, Amalgam__NodeStatus *m,
     fill_counters(vm, c);
     m->dsm = c;
     struct dsm_hot_page hot[VM_STATUS_MAX_HOT];
-    int n = dsm_host_hot_window(vm->dsm, hot, (int)top, &m->window_ns);
+    /* Only a query that wants hot pages starts a new window: the others
+     * (query-cpus-fast, query-nodes) leave it to the next query-dsm. */
+    int n = top ? dsm_host_hot_window(vm->dsm, hot, (int)top, &m->window_ns) : 0;
     for (int i = 0; i < n; i++) {
         amalgam__hot_page__init(&hp[i]);
         hp[i].gpa = gmem_gpa(&vm->mem, hot[i].page * DSM_PAGE_SIZE);

@@ -148,7 +148,7 @@ struct vm_status_node {
     uint64_t hold_window_ns;
     int nhot;
     struct { uint64_t gpa; uint32_t fetched, lost; } hot[VM_STATUS_MAX_HOT];
-    uint64_t window_ns; /* what hot[] counts cover: since this node's previous query */
+    uint64_t window_ns; /* what hot[] covers: since the node's previous query for hot pages */
     bool paused;
 };
 

@@ -555,7 +555,8 @@ static void bench_run(int cpu)
 /* For the monitor's tests: CPU 0 prints "heartbeat N" every ~100 ms of real
  * time (the ACPI PM timer, 3.58 MHz, 24 bits) while every CPU spins; a
  * paused machine prints nothing, so a watcher sees the count stop and
- * resume. It ends after seconds=S (default 30), or when the ACPI power
+ * resume; the other CPUs read the beat count, so each beat moves a page
+ * between nodes and the DSM's counters grow. It ends after seconds=S (default 30), or when the ACPI power
  * button is pressed (the monitor's system_powerdown): it enables the
  * button in PM1, watches PM1 status, then powers off through PM1 control
  * (S5) as an OS would. */
@@ -579,6 +580,7 @@ static uint32_t hb_inl(uint16_t port)
 
 static uint64_t hb_seconds;
 static volatile int hb_done;
+static volatile uint64_t hb_beat; /* read by every CPU: each beat moves its page */
 
 static void heartbeat_setup(void)
 {
@@ -588,8 +590,12 @@ static void heartbeat_setup(void)
 static void heartbeat_run(int cpu)
 {
     if (cpu != 0) {
+        uint64_t seen = 0;
         while (!hb_done)
-            cpu_relax();
+            if (hb_beat != seen)
+                seen = hb_beat;
+            else
+                cpu_relax();
         return;
     }
     hb_outw(HB_PM1_EVT + 2, HB_PWRBTN); /* PM1 enable: the power button */
@@ -602,6 +608,7 @@ static void heartbeat_run(int cpu)
         last = now;
         if (ticks >= next) {
             uprint("heartbeat %lu\n", beats++);
+            hb_beat = beats;
             next += 357954; /* 100 ms */
         }
         if (hb_inw(HB_PM1_EVT) & HB_PWRBTN) {
