@@ -2,7 +2,7 @@
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 AMALGAM=${AMALGAM_BIN:-$ROOT/build/amalgam} # AMALGAM_BIN: test another build
-GUEST="$ROOT/build/guest/testguest.elf"
+GUEST=${AMALGAM_GUEST:-$ROOT/build/guest/testguest.elf} # AMALGAM_GUEST: another build's
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 failures=0
