@@ -85,6 +85,33 @@ rc=$?
 [ $rc -eq 0 ] && ok "after quit the run exits 0" || fail "after quit the run exited $rc: $(tr '\n' '|' <"$TMP/err")"
 [ -e "$SOCK" ] && fail "the socket is left behind after quit" || ok "the socket is removed at exit"
 
+# A node killed mid-run: the monitor's clients see NODE_LOST, then SHUTDOWN.
+AMALGAM_DEAD_AFTER_MS=$((3000 * SLOW)) "$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 \
+    --monitor "$SOCK" --append "test=heartbeat seconds=$((300 * SLOW)) slow=$SLOW" >"$CON" 2>"$TMP/err" &
+run=$!
+if wait_sock $run; then
+    (printf '%s\n' '{"execute":"qmp_capabilities"}'; sleep $((60 * SLOW))) |
+        socat - UNIX-CONNECT:"$SOCK" >"$TMP/events" 2>/dev/null &
+    watcher=$!
+    pid1=$("$AMALGAM" ctl --monitor "$SOCK" query-nodes | python3 -c 'import json,sys; print([n["pid"] for n in json.load(sys.stdin) if n["rank"] == 1][0])')
+    sleep 0.5
+    kill -9 "$pid1"
+    for _ in $(seq $((300 * SLOW))); do kill -0 $run 2>/dev/null || break; sleep 0.1; done
+    kill -0 $run 2>/dev/null && { fail "node 1 killed: the machine still runs"; kill -9 $run; }
+    wait $run
+    rc=$?
+    kill $watcher 2>/dev/null
+    ev=$(grep -o '"event":"[A-Z_]*"' "$TMP/events" | tr '\n' ' ')
+    if grep -q '"event":"NODE_LOST".*"rank":1' "$TMP/events" && [ "$ev" = '"event":"NODE_LOST" "event":"SHUTDOWN" ' ] && [ $rc -ne 0 ]; then
+        ok "node 1 killed: NODE_LOST then SHUTDOWN, exit $rc: $(grep -o '"reason":"[^"]*"' "$TMP/events" | head -1)"
+    else
+        fail "node 1 killed: exit $rc, events: '$(cat "$TMP/events")'"
+    fi
+else
+    fail "2 nodes with --monitor: the monitor never answered: $(tr '\n' '|' <"$TMP/err")"
+    kill -9 $run 2>/dev/null
+fi
+
 # system_powerdown: the guest sees the ACPI power button and powers off.
 "$AMALGAM" run --kernel "$GUEST" --vcpus 2 --monitor "$SOCK" \
     --append "test=heartbeat seconds=$((300 * SLOW))" >"$CON" 2>"$TMP/err" &
