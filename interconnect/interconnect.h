@@ -205,7 +205,9 @@ const struct ic_stats *ic_stats(const struct ic *ic);
 /* Runs `amalgam [cmd] argv... --rank i --ranks n --bootstrap ... --secret-file ...`
  * for i in 0..n-1 on this host with a fresh secret (interconnect/spawn.c);
  * returns rank 0's exit status if it failed, else 1 if another rank did,
- * else 0. */
+ * else 0. SIGINT, SIGTERM and SIGHUP are passed on to the ranks (killed
+ * 2 s later if still there), and then the status is 128+N; the ranks get
+ * SIGTERM if this process dies, even by SIGKILL. */
 int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
                    const struct ic_config *parent);
 

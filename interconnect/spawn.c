@@ -6,9 +6,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -74,6 +77,61 @@ static void pin_rank(int i, int n)
         sched_setaffinity(0, sizeof mine, &mine);
 }
 
+/* How long nodes get to stop after a signal was passed on, before they
+ * are killed: each stops its vCPUs and tells the others within ~0.2 s. */
+#define STOP_GRACE_NS 2000000000ULL
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+/* Waits for every rank; SIGINT, SIGTERM or SIGHUP (blocked in stop) is
+ * passed on to the ranks still running, which then get STOP_GRACE_NS to
+ * end before SIGKILL. Returns 128+N after signal N, else rank 0's status
+ * if it failed, else 1 if another rank did, else 0. */
+static int wait_ranks(pid_t *pids, int nranks, const sigset_t *stop)
+{
+    int status = 0, left = 0, sig = 0;
+    uint64_t kill_at = 0;
+    for (int i = 0; i < nranks; i++)
+        left += pids[i] > 0;
+    if (left < nranks)
+        status = 1; /* a fork failed */
+    while (left > 0) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            for (int i = 0; i < nranks; i++)
+                if (pids[i] == p) {
+                    int s = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                    if (s && (i == 0 || !status))
+                        status = s;
+                    pids[i] = 0;
+                    left--;
+                }
+        if (!left)
+            break;
+        if (kill_at && now_ns() > kill_at)
+            for (int i = 0; i < nranks; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGKILL);
+        struct timespec t = {0, 100000000}; /* also a poll: SIGCHLD may have come before */
+        int got = sigtimedwait(stop, NULL, &t);
+        if (got == SIGINT || got == SIGTERM || got == SIGHUP) {
+            sig = got;
+            for (int i = 0; i < nranks; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], got);
+            if (!kill_at)
+                kill_at = now_ns() + STOP_GRACE_NS;
+        }
+    }
+    return sig ? 128 + sig : status;
+}
+
 int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
                    const struct ic_config *parent)
 {
@@ -85,10 +143,24 @@ int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
     }
     snprintf(port, sizeof port, "127.0.0.1:%d", free_port());
     snprintf(size, sizeof size, "%d", nranks);
-    pid_t pids[IC_MAX_RANKS];
+    pid_t pids[IC_MAX_RANKS], self = getpid();
+    /* Signals meant for the machine are taken here (and passed on) from
+     * before the first fork, so none lands between forks unseen. */
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
+    sigaddset(&stop, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &stop, &old);
     for (int i = 0; i < nranks; i++) {
         pids[i] = fork();
         if (pids[i] == 0) {
+            /* The launcher's death (even SIGKILL) takes its nodes down. */
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != self)
+                _exit(128 + SIGTERM);
+            sigprocmask(SIG_SETMASK, &old, NULL);
             if (parent->pin_local)
                 pin_rank(i, nranks);
             char *av[64];
@@ -109,18 +181,8 @@ int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
             _exit(127);
         }
     }
-    /* Rank 0's status if it failed (for `run`, the guest's), else 1 if any
-     * other rank failed. */
-    int status = 0;
-    for (int i = 0; i < nranks; i++) {
-        int st, s;
-        if (pids[i] <= 0 || waitpid(pids[i], &st, 0) <= 0)
-            s = 1;
-        else
-            s = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (s && (i == 0 || !status))
-            status = s;
-    }
+    int status = wait_ranks(pids, nranks, &stop);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     unlink(secret);
     return status;
 }

@@ -37,7 +37,7 @@ run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=ipi round
 run_guest nonexistent 1 --nodes 2 --vcpus 2 --append test=nonexistent
 # The scheduling policy: vCPU threads SCHED_IDLE (IDL), the DSM and device
 # threads normal (TS), read off the threads of a running 2-node machine.
-"$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 --append "test=contend iters=100000000" >/dev/null 2>&1 &
+"$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 --append "test=heartbeat seconds=$((60 * SLOW))" >/dev/null 2>&1 &
 run=$!
 for _ in $(seq 100); do
     pols=$(ps -L -o cls=,comm= --ppid "$run" 2>/dev/null | tr -s ' ' | sed 's/^ //' | sort | tr '\n' ';')
