@@ -63,10 +63,9 @@ static int conn_open(struct conn *c, const char *path)
     return 0;
 }
 
-/* The next JSON line from the monitor, or NULL (closed, time-out, junk). */
-static json_t *conn_read(struct conn *c)
+/* The next JSON line from the monitor, or NULL (closed, deadline, junk). */
+static json_t *conn_read(struct conn *c, uint64_t deadline)
 {
-    uint64_t deadline = clock_now_ns() + REPLY_TIMEOUT_MS * 1000000ULL;
     for (;;) {
         char *nl = memchr(c->buf, '\n', c->len);
         if (nl) {
@@ -89,6 +88,21 @@ static json_t *conn_read(struct conn *c)
     }
 }
 
+/* MSG_NOSIGNAL: a machine that is gone is an error to report, not SIGPIPE. */
+static bool send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
 /* Sends a command and returns its reply (events before it are skipped). */
 static json_t *conn_call(struct conn *c, const char *name, json_t *args)
 {
@@ -100,13 +114,14 @@ static json_t *conn_call(struct conn *c, const char *name, json_t *args)
     json_decref(req);
     if (!s)
         return NULL;
-    size_t n = strlen(s);
-    bool ok = write(c->fd, s, n) == (ssize_t)n && write(c->fd, "\n", 1) == 1;
+    /* One deadline for the whole call: events cannot keep it waiting. */
+    uint64_t deadline = clock_now_ns() + REPLY_TIMEOUT_MS * 1000000ULL;
+    bool ok = send_all(c->fd, s, strlen(s)) && send_all(c->fd, "\n", 1);
     free(s);
     if (!ok)
         return NULL;
     for (;;) {
-        json_t *r = conn_read(c);
+        json_t *r = conn_read(c, deadline);
         if (!r || json_integer_value(json_object_get(r, "id")) == id)
             return r;
         json_decref(r);
@@ -121,7 +136,7 @@ static int handshake(struct conn *c, const char *path)
                 strerror(-r));
         return -1;
     }
-    json_t *g = conn_read(c);
+    json_t *g = conn_read(c, clock_now_ns() + REPLY_TIMEOUT_MS * 1000000ULL);
     json_t *ok = g && json_object_get(g, "QMP") ? conn_call(c, "qmp_capabilities", NULL) : NULL;
     bool good = ok && json_object_get(ok, "return");
     json_decref(g);

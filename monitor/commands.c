@@ -118,7 +118,7 @@ static int c_stop(const struct monitor_ops *o, json_t *args, json_t **ret, struc
     if (r < 0)
         return op_failed(e, r, err);
     *ret = json_object();
-    return 0;
+    return r > 0;
 }
 
 static int c_cont(const struct monitor_ops *o, json_t *args, json_t **ret, struct qmp_error *e)
@@ -129,7 +129,7 @@ static int c_cont(const struct monitor_ops *o, json_t *args, json_t **ret, struc
     if (r < 0)
         return op_failed(e, r, err);
     *ret = json_object();
-    return 0;
+    return r > 0;
 }
 
 static int c_powerdown(const struct monitor_ops *o, json_t *args, json_t **ret,
@@ -141,7 +141,7 @@ static int c_powerdown(const struct monitor_ops *o, json_t *args, json_t **ret,
     if (r < 0)
         return op_failed(e, r, err);
     *ret = json_object();
-    return 0;
+    return 1; /* POWERDOWN follows */
 }
 
 /* quit's reply goes out first; the session's owner then ends the run
@@ -150,7 +150,7 @@ static int c_quit(const struct monitor_ops *o, json_t *args, json_t **ret, struc
 {
     (void)o, (void)args, (void)e;
     *ret = json_object();
-    return 0;
+    return 1;
 }
 
 static struct vm_status *query(const struct monitor_ops *o, unsigned top, struct qmp_error *e)

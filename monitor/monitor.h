@@ -40,8 +40,10 @@
 #define MONITOR_MAX_TOP 64 /* query-dsm top=N */
 
 /* The machine, as the commands see it. Each returns 0 or a negative errno
- * with one line for the user in err. stop returns only once every vCPU on
- * every node has stopped; query fills st for the whole machine. */
+ * with one line for the user in err; stop and cont return 1 when they
+ * changed the run state (0: it was so already). stop returns only once
+ * every vCPU on every node has stopped; query fills st for the whole
+ * machine. */
 struct monitor_ops {
     void *ctx;
     bool (*running)(void *ctx);
@@ -72,7 +74,9 @@ struct qmp_error {
 struct qmp_command {
     const char *name;
     const struct qmp_arg *args; /* ends with a NULL name */
-    /* 0 with *ret set (a new reference), or -1 with e filled in. */
+    /* 0 with *ret set (a new reference), 1 the same when the command
+     * changed the machine's run state (its event follows), or -1 with e
+     * filled in. */
     int (*run)(const struct monitor_ops *ops, json_t *args, json_t **ret, struct qmp_error *e);
     const char *help;
 };
@@ -96,18 +100,22 @@ struct qmp_stats {
 };
 
 /* What a session asks of whoever owns it, after a reply went out. */
-enum qmp_after { QMP_AFTER_NONE = 0, QMP_AFTER_QUIT, QMP_AFTER_STOPPED, QMP_AFTER_RESUMED };
+enum qmp_after {
+    QMP_AFTER_NONE = 0, QMP_AFTER_QUIT, QMP_AFTER_STOPPED, QMP_AFTER_RESUMED, QMP_AFTER_POWERDOWN
+};
 
 struct qmp_session {
     bool negotiated;
     bool discarding; /* after a bad value: dropping input up to a newline */
+    bool gone;       /* the output side refused a line: the client is closed */
     size_t len;
     char buf[MONITOR_MAX_LINE];
     struct qmp_stats *stats; /* shared by the server's sessions; may be NULL */
 };
 
-/* Called with each line to send ("\n" included). */
-typedef void (*qmp_out_fn)(void *ctx, const char *line, size_t len);
+/* Called with each line to send ("\n" included); false if the client is
+ * gone, and then the session reads nothing more of what it was fed. */
+typedef bool (*qmp_out_fn)(void *ctx, const char *line, size_t len);
 typedef void (*qmp_after_fn)(void *ctx, enum qmp_after what);
 
 void qmp_session_init(struct qmp_session *s, struct qmp_stats *stats);

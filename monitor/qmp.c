@@ -13,6 +13,7 @@ void qmp_session_init(struct qmp_session *s, struct qmp_stats *stats)
 {
     s->negotiated = false;
     s->discarding = false;
+    s->gone = false;
     s->len = 0;
     s->stats = stats;
 }
@@ -34,13 +35,23 @@ static char *line_of(json_t *v)
     return l;
 }
 
-static void send_json(json_t *v, qmp_out_fn out, void *ctx)
+static void send_json(struct qmp_session *s, json_t *v, qmp_out_fn out, void *ctx)
 {
     char *l = line_of(v);
-    if (l)
-        out(ctx, l, strlen(l));
+    if (l && !out(ctx, l, strlen(l)))
+        s->gone = true;
     free(l);
     json_decref(v);
+}
+
+/* Descriptions quote what a client sent, cut to a length: cut inside a
+ * multi-byte character they are not UTF-8, which jansson refuses (and the
+ * command would get no answer). Control and non-ASCII bytes become '?'. */
+static void ascii_only(char *d)
+{
+    for (; *d; d++)
+        if ((unsigned char)*d < 0x20 || (unsigned char)*d >= 0x7f)
+            *d = '?';
 }
 
 char *qmp_greeting(void)
@@ -79,12 +90,15 @@ char *qmp_event_line(const char *name, json_t *data)
 static void send_error(struct qmp_session *s, json_t *id, const char *cls, const char *desc,
                        qmp_out_fn out, void *ctx)
 {
+    char d[256];
     COUNT(s, errors);
-    json_t *r = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+    snprintf(d, sizeof d, "%s", desc);
+    ascii_only(d);
+    json_t *r = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", d);
     if (r && id)
         json_object_set(r, "id", id);
     if (r)
-        send_json(r, out, ctx);
+        send_json(s, r, out, ctx);
 }
 
 /* The members a request may have. */
@@ -129,6 +143,8 @@ static enum qmp_after after_of(const char *name)
         return QMP_AFTER_STOPPED;
     if (!strcmp(name, "cont"))
         return QMP_AFTER_RESUMED;
+    if (!strcmp(name, "system_powerdown"))
+        return QMP_AFTER_POWERDOWN;
     return QMP_AFTER_NONE;
 }
 
@@ -162,7 +178,10 @@ static void execute(struct qmp_session *s, json_t *req, const struct monitor_ops
         return;
     }
     json_t *ret = NULL;
-    if (qmp_check_args(c, args, &e) < 0 || c->run(ops, args, &ret, &e) < 0) {
+    int rr = qmp_check_args(c, args, &e);
+    if (rr == 0)
+        rr = c->run(ops, args, &ret, &e);
+    if (rr < 0) {
         send_error(s, id, e.cls, e.desc, out, ctx);
         return;
     }
@@ -172,9 +191,9 @@ static void execute(struct qmp_session *s, json_t *req, const struct monitor_ops
     json_object_set_new(r, "return", ret ? ret : json_object());
     if (id)
         json_object_set(r, "id", id);
-    send_json(r, out, ctx);
+    send_json(s, r, out, ctx);
     enum qmp_after a = after_of(name);
-    if (a && after)
+    if (rr > 0 && a && after && !s->gone) /* stop or cont that changed the state, quit */
         after(ctx, a);
 }
 
@@ -204,7 +223,7 @@ static bool resync(struct qmp_session *s)
 static void drain(struct qmp_session *s, const struct monitor_ops *ops, qmp_out_fn out,
                   qmp_after_fn after, void *ctx)
 {
-    while (s->len) {
+    while (s->len && !s->gone) {
         if (s->discarding) {
             if (!resync(s))
                 return;
@@ -243,7 +262,7 @@ void qmp_session_feed(struct qmp_session *s, const char *data, size_t n,
                       const struct monitor_ops *ops, qmp_out_fn out, qmp_after_fn after,
                       void *ctx)
 {
-    while (n) {
+    while (n && !s->gone) {
         size_t room = sizeof s->buf - s->len;
         size_t take = n < room ? n : room;
         memcpy(s->buf + s->len, data, take);

@@ -27,7 +27,8 @@ struct monitor {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct monitor_ops ops;
     struct qmp_stats stats;
-    uint64_t refused; /* connections beyond MONITOR_MAX_CLIENTS */
+    uint64_t refused; /* connections beyond MONITOR_MAX_CLIENTS or descriptors */
+    bool listening;   /* lfd is in epfd */
     struct client c[MONITOR_MAX_CLIENTS];
 };
 
@@ -59,6 +60,10 @@ static void drop(struct monitor *m, struct client *c)
     epoll_ctl(m->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    if (!m->listening) { /* a descriptor is free again (accept_clients) */
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = m};
+        m->listening = epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->lfd, &ev) == 0;
+    }
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_cap = 0;
@@ -117,10 +122,14 @@ struct feed_ctx {
     struct client *c;
 };
 
-static void out_line(void *ctx, const char *line, size_t len)
+/* Each reply goes out as it is made, so a client that reads its replies
+ * never nears MONITOR_MAX_OUT however much it pipelines. */
+static bool out_line(void *ctx, const char *line, size_t len)
 {
     struct feed_ctx *f = ctx;
     queue(f->m, f->c, line, len);
+    flush(f->m, f->c);
+    return f->c->fd >= 0;
 }
 
 /* Right after the command's reply was queued, so every client sees events
@@ -135,6 +144,9 @@ static void after_reply(void *ctx, enum qmp_after what)
     case QMP_AFTER_RESUMED:
         monitor_event(m, "RESUME", NULL);
         break;
+    case QMP_AFTER_POWERDOWN:
+        monitor_event(m, "POWERDOWN", NULL);
+        break;
     case QMP_AFTER_QUIT:
         m->ops.quit(m->ops.ctx);
         break;
@@ -147,6 +159,15 @@ static void accept_clients(struct monitor *m)
 {
     for (;;) {
         int fd = accept4(m->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+            /* Out of descriptors: the connection waits in the backlog, and
+             * the level-triggered listener would wake the loop at once for
+             * ever; it is watched again when a client leaves. */
+            m->refused++;
+            epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->lfd, NULL);
+            m->listening = false;
+            return;
+        }
         if (fd < 0)
             return;
         struct client *c = NULL;
@@ -273,16 +294,23 @@ static int listen_on(struct monitor *m, const char *path, char *err, size_t n)
     m->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (m->lfd < 0)
         return -errno;
-    /* 0600 from the start: no moment where others could connect. */
+    /* 0600 from the start: no moment where others could connect. umask is
+     * the process's, but no other thread of it is creating files now:
+     * vm_run attaches the monitor before the vCPU threads start. */
     mode_t old = umask(0177);
     r = bind(m->lfd, (struct sockaddr *)&a, sizeof a);
     int e = errno;
     umask(old);
-    if (r < 0 || listen(m->lfd, MONITOR_MAX_CLIENTS) < 0) {
-        snprintf(err, n, "--monitor %s: %s", path, strerror(r < 0 ? e : errno));
-        return r < 0 ? -e : -errno;
+    if (r < 0) {
+        snprintf(err, n, "--monitor %s: %s", path, strerror(e));
+        return -e;
     }
-    snprintf(m->path, sizeof m->path, "%s", path);
+    snprintf(m->path, sizeof m->path, "%s", path); /* from here, ours to remove */
+    if (listen(m->lfd, MONITOR_MAX_CLIENTS) < 0) {
+        e = errno;
+        snprintf(err, n, "--monitor %s: %s", path, strerror(e));
+        return -e;
+    }
     return 0;
 }
 
@@ -302,6 +330,7 @@ int monitor_open(const char *path, const struct monitor_ops *ops, struct monitor
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = m};
         if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->lfd, &ev) < 0)
             r = -errno;
+        m->listening = r == 0;
     }
     if (r < 0) {
         if (!err[0])

@@ -41,7 +41,8 @@ struct vm_control {
     pthread_cond_t cond;
     /* node 0: the operation in flight */
     uint64_t seq;
-    int acks, ack_err;          /* pause/resume answers, the first failure */
+    int acks, ack_err;          /* pause/resume: ranks that answered, the first failure */
+    bool acked[VM_STATUS_MAX_NODES];
     struct vm_status *st;       /* the query being filled */
     int next_part[VM_STATUS_MAX_NODES]; /* per node: the part expected; -1 done */
     int done_nodes;
@@ -209,9 +210,16 @@ static void bad(struct vm_control *c, const char *fmt, int a, int b)
     c->bad_answer = true;
 }
 
+/* Printable ASCII only: the names go into JSON, which wants UTF-8, and
+ * onto a terminal. */
 static bool str_ok(const char *s, size_t max)
 {
-    return s && strnlen(s, max) < max;
+    if (!s || strnlen(s, max) >= max)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
 }
 
 /* Merges part m of rank's answer into ctl->st; under ctl->lock. */
@@ -258,8 +266,10 @@ static void merge(struct vm *vm, int rank, const Amalgam__NodeStatus *m)
         return bad(c, "node %d sent %d vCPUs in one part", rank, (int)m->n_vcpus);
     for (size_t i = 0; i < m->n_vcpus; i++) {
         const Amalgam__VcpuStatus *s = m->vcpus[i];
-        if (s->index >= (uint32_t)vm->nr_vcpus || s->state >= VCPU_STATE_COUNT)
-            return bad(c, "node %d reported vCPU %d, which is not one", rank, (int)s->index);
+        if (s->index >= (uint32_t)vm->nr_vcpus || s->state >= VCPU_STATE_COUNT ||
+            vm->machine.vcpu_node[s->index] != rank || st->vcpu[s->index].node >= 0)
+            return bad(c, "node %d reported vCPU %d, which is not one of its own or came twice",
+                       rank, (int)s->index);
         struct vm_status_vcpu *v = &st->vcpu[s->index];
         v->index = (int)s->index;
         v->node = rank;
@@ -450,11 +460,14 @@ static void on_ctl_ack(void *ctx, const struct ic_hdr *h, const void *payload)
     (void)payload;
     if (vm->node != 0)
         return cluster_bad_message(vm, h, "a pause or resume answer reached a node other than 0");
+    if (h->src_rank == 0 || h->src_rank >= vm->nnodes || h->arg1 > 4095)
+        return cluster_bad_message(vm, h, "a pause or resume answer that is not one");
     pthread_mutex_lock(&c->lock);
-    if (h->arg0 == c->seq) {
+    if (h->arg0 == c->seq && !c->acked[h->src_rank]) { /* a repeat counts once */
+        c->acked[h->src_rank] = true;
         c->acks++;
         if (h->arg1 && !c->ack_err)
-            c->ack_err = -(int)(uint32_t)h->arg1;
+            c->ack_err = -(int)h->arg1;
         pthread_cond_broadcast(&c->cond);
     }
     pthread_mutex_unlock(&c->lock);
@@ -469,9 +482,15 @@ static int all_nodes(struct vm *vm, int op, char *err, size_t n)
     c->acks = 0;
     c->ack_err = 0;
     c->bad_answer = false;
+    memset(c->acked, 0, sizeof c->acked);
     pthread_mutex_unlock(&c->lock);
-    for (int r = 1; r < vm->nnodes; r++)
-        ic_send(vm->cfg.ic, r, VM_T_CTL, op, seq, NULL, 0);
+    for (int r = 1; r < vm->nnodes; r++) {
+        int e = ic_send(vm->cfg.ic, r, VM_T_CTL, op, seq, NULL, 0);
+        if (e < 0) { /* no point waiting for an answer that cannot come */
+            snprintf(err, n, "node %d cannot be reached: %s", r, strerror(-e));
+            return e;
+        }
+    }
     int here = local_op(vm, op);
     pthread_mutex_lock(&c->lock);
     bool ok = vm->nnodes == 1 || wait_until(vm, all_acked, clock_now_ns() + CTL_TIMEOUT_NS);
@@ -493,12 +512,17 @@ int vm_pause_all(struct vm *vm, char *err, size_t n)
         return 0;
     int r = all_nodes(vm, CTL_PAUSE, err, n);
     if (r < 0) {
-        char ignored[64];
-        all_nodes(vm, CTL_RESUME, ignored, sizeof ignored); /* nothing stays half paused */
+        char why[128];
+        if (all_nodes(vm, CTL_RESUME, why, sizeof why) < 0) { /* nothing stays half paused */
+            size_t l = strlen(err);
+            snprintf(err + l, n - l, "; undoing the pause failed too (%s): some vCPUs may "
+                     "stay paused, try cont", why);
+            atomic_store(&vm->ctl->paused, true); /* so that cont is not a no-op */
+        }
         return r;
     }
     atomic_store(&vm->ctl->paused, true);
-    return 0;
+    return 1;
 }
 
 int vm_resume_all(struct vm *vm, char *err, size_t n)
@@ -506,9 +530,10 @@ int vm_resume_all(struct vm *vm, char *err, size_t n)
     if (!atomic_load(&vm->ctl->paused))
         return 0;
     int r = all_nodes(vm, CTL_RESUME, err, n);
-    if (r == 0)
-        atomic_store(&vm->ctl->paused, false);
-    return r;
+    if (r < 0)
+        return r;
+    atomic_store(&vm->ctl->paused, false);
+    return 1;
 }
 
 bool vm_running(const struct vm *vm)

@@ -206,7 +206,9 @@ static void pm_reset(void *ctx)
 {
     struct vm *vm = ctx;
     vm->pm.timer_base_ns = clock_now_ns();
+    pthread_mutex_lock(&vm->dev_lock);
     vm->pm.status = 0;
+    pthread_mutex_unlock(&vm->dev_lock);
     atomic_store(&vm->pm.enable, 0);
 }
 

@@ -558,7 +558,7 @@ int vm_run(struct vm *vm)
         vm_fail(vm, "cannot set up the node's event loop: %s", strerror(-r));
     else if (vm->cfg.ic && cluster_start(vm, err, sizeof err) < 0)
         vm_fail(vm, "%s", err);
-    else if (start_threads(vm) == 0 && attach_hooks(vm, &m) == 0)
+    else if (attach_hooks(vm, &m) == 0 && start_threads(vm) == 0)
         main_loop(vm, &m);
     announce_end(vm);
     for (int i = 0; i < vm->nr_vcpus; i++) {

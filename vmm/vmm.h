@@ -170,7 +170,8 @@ struct vm_status {
  * asked over the interconnect; 0, -ETIMEDOUT (a node did not answer in
  * time) or another -errno, with err filled in. */
 int vm_query(struct vm *vm, unsigned top, struct vm_status *st, char *err, size_t n);
-/* Pauses every vCPU on every node; returns when all have stopped. */
+/* Pauses every vCPU on every node; returns when all have stopped: 1, or
+ * 0 if the machine was paused already, or -errno. vm_resume_all likewise. */
 int vm_pause_all(struct vm *vm, char *err, size_t n);
 int vm_resume_all(struct vm *vm, char *err, size_t n);
 bool vm_running(const struct vm *vm);

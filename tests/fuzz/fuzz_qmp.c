@@ -24,7 +24,7 @@ static int f_query(void *ctx, unsigned top, struct vm_status *st, char *err, siz
     return 0;
 }
 
-static void out(void *ctx, const char *line, size_t len)
+static bool out(void *ctx, const char *line, size_t len)
 {
     (void)ctx;
     if (!len || line[len - 1] != '\n' || memchr(line, '\n', len - 1))
@@ -33,6 +33,7 @@ static void out(void *ctx, const char *line, size_t len)
     if (!json_is_object(v))
         __builtin_trap();
     json_decref(v);
+    return true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

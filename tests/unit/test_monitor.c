@@ -26,15 +26,18 @@ static int f_stop(void *ctx, char *err, size_t n)
         return -ETIMEDOUT;
     }
     f->stops++;
+    bool changed = f->running;
     f->running = false;
-    return 0;
+    return changed;
 }
 static int f_cont(void *ctx, char *err, size_t n)
 {
     (void)err, (void)n;
-    ((struct fake *)ctx)->conts++;
-    ((struct fake *)ctx)->running = true;
-    return 0;
+    struct fake *f = ctx;
+    f->conts++;
+    bool changed = !f->running;
+    f->running = true;
+    return changed;
 }
 static int f_power(void *ctx, char *err, size_t n)
 {
@@ -74,9 +77,9 @@ static struct qmp_session sess;
 static struct qmp_stats stats;
 static char outbuf[1 << 16];
 static size_t outlen;
-static int afters[4];
+static int afters[5];
 
-static void out(void *ctx, const char *line, size_t len)
+static bool out(void *ctx, const char *line, size_t len)
 {
     (void)ctx;
     ck_assert_uint_lt(outlen + len, sizeof outbuf);
@@ -84,6 +87,7 @@ static void out(void *ctx, const char *line, size_t len)
     memcpy(outbuf + outlen, line, len);
     outlen += len;
     outbuf[outlen] = 0;
+    return true;
 }
 
 static void after(void *ctx, enum qmp_after a)
@@ -197,12 +201,14 @@ START_TEST(stop_cont_and_status)
     json_decref(v);
     feed("{\"execute\":\"cont\"}{\"execute\":\"query-status\"}");
     ck_assert_int_eq(afters[QMP_AFTER_RESUMED], 1);
+    feed("{\"execute\":\"cont\"}"); /* running already: no second RESUME */
+    ck_assert_int_eq(afters[QMP_AFTER_RESUMED], 1);
     v = line(3);
     ck_assert(json_is_true(json_object_get(json_object_get(v, "return"), "running")));
     json_decref(v);
     fk.fail_stop = 1;
     feed("{\"execute\":\"stop\"}");
-    v = line(4);
+    v = line(5);
     ck_assert_str_eq(err_class(v), "GenericError");
     ck_assert_ptr_nonnull(strstr(err_desc(v), "node 1 did not pause"));
     ck_assert_int_eq(afters[QMP_AFTER_STOPPED], 1); /* no STOP for a failed stop */
@@ -215,6 +221,7 @@ START_TEST(quit_and_powerdown)
     negotiate();
     feed("{\"execute\":\"system_powerdown\"}{\"execute\":\"quit\"}");
     ck_assert_int_eq(fk.powerdowns, 1);
+    ck_assert_int_eq(afters[QMP_AFTER_POWERDOWN], 1);
     ck_assert_int_eq(afters[QMP_AFTER_QUIT], 1);
     ck_assert_int_eq(nlines(), 2);
 }
@@ -243,6 +250,23 @@ START_TEST(bad_json_resyncs)
     feed("{\"execute\":\"stop\",\"execute\":\"cont\"}\n");
     v = line(7);
     ck_assert_str_eq(err_class(v), "GenericError");
+    json_decref(v);
+}
+END_TEST
+
+/* A name cut inside a multi-byte character in the error text: the
+ * command still gets its answer. */
+START_TEST(every_command_answered)
+{
+    negotiate();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "{\"execute\":\"%s\xc3\xa9\",\"id\":1}\n",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    feed(cmd);
+    ck_assert_int_eq(nlines(), 1);
+    json_t *v = line(0);
+    ck_assert_str_eq(err_class(v), "CommandNotFound");
+    ck_assert_int_eq(json_integer_value(json_object_get(v, "id")), 1);
     json_decref(v);
 }
 END_TEST
@@ -397,6 +421,7 @@ int main(void)
     tcase_add_test(t, quit_and_powerdown);
     tcase_add_test(t, bad_json_resyncs);
     tcase_add_test(t, split_and_joined_values);
+    tcase_add_test(t, every_command_answered);
     tcase_add_test(t, too_long_is_refused);
     tcase_add_test(t, argument_checks);
     tcase_add_test(t, queries_have_qemu_shape);
