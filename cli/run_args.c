@@ -49,6 +49,11 @@ const char run_usage[] =
     "                    default " STR(DSM_PUSH_DEFAULT) "; see docs/dsm.md)\n"
     "  --monitor PATH    listen for QMP clients on the unix socket PATH (mode\n"
     "                    0600; node 0's): see 'amalgam ctl' and docs/monitor.md\n"
+    "  --migrate every=MS[,vcpus=LIST]\n"
+    "                    with --nodes K: every MS ms, move a random vCPU (of\n"
+    "                    LIST, e.g. 0,2-3) to a random other node, live; a\n"
+    "                    progress line every 5 s, downtimes at exit\n"
+    "  --trace FILE      one JSON line per vCPU move (docs/migration.md)\n"
     "  --vcpu-sched S    idle (default) or normal: idle runs the vCPU threads\n"
     "                    under SCHED_IDLE, so the node's DSM and device threads\n"
     "                    always run first; normal suits a host shared with other\n"
@@ -119,6 +124,63 @@ static int f_monitor(void *ctx, const char *v, char *err, size_t n)
         return -EINVAL;
     }
     a->monitor = v;
+    return 0;
+}
+
+/* LIST: numbers and ranges, "0,2-3". */
+static int parse_vcpu_list(const char *s, uint64_t mask[4])
+{
+    memset(mask, 0, 4 * sizeof mask[0]);
+    while (*s) {
+        char *end;
+        unsigned long a = strtoul(s, &end, 10), b = a;
+        if (end == s)
+            return -EINVAL;
+        if (*end == '-') {
+            s = end + 1;
+            b = strtoul(s, &end, 10);
+            if (end == s)
+                return -EINVAL;
+        }
+        if (a > b || b >= VMM_MAX_VCPUS)
+            return -EINVAL;
+        for (unsigned long i = a; i <= b; i++)
+            mask[i / 64] |= 1ULL << (i % 64);
+        s = end;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static int f_migrate(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    char *end;
+    if (strncmp(v, "every=", 6))
+        goto bad;
+    unsigned long ms = strtoul(v + 6, &end, 10);
+    if (end == v + 6 || ms < 1 || ms > 3600000)
+        goto bad;
+    a->vm.migrate_every_ms = (unsigned)ms;
+    if (!*end)
+        return 0;
+    if (strncmp(end, ",vcpus=", 7) || parse_vcpu_list(end + 7, a->vm.migrate_mask) < 0)
+        goto bad;
+    return 0;
+bad:
+    snprintf(err, n, "--migrate '%s': expected every=MS (1-3600000), optionally ,vcpus=LIST "
+             "such as ,vcpus=0,2-3", v);
+    return -EINVAL;
+}
+
+static int f_trace(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    (void)err, (void)n;
+    a->vm.trace = v;
     return 0;
 }
 
@@ -236,6 +298,7 @@ static const struct flag flags[] = {
     {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
     {"--dsm-push", true, f_dsm_push}, {"--vcpu-sched", true, f_vcpu_sched},
     {"--monitor", true, f_monitor},
+    {"--migrate", true, f_migrate}, {"--trace", true, f_trace},
     {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };

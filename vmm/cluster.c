@@ -9,6 +9,7 @@
 #include "dsm/host.h"
 #include "vmm/cluster.h"
 #include "vmm/control.h"
+#include "vmm/migrate.h"
 #include "vmm/vm.h"
 
 int cluster_register_types(struct ic_types *t)
@@ -20,6 +21,7 @@ int cluster_register_types(struct ic_types *t)
     r = r ?: ic_types_add(t, VM_T_TSC, 0, 0);
     r = r ?: ic_types_add(t, VM_T_EOI, 0, 0);
     r = r ?: control_register_types(t);
+    r = r ?: migrate_register_types(t);
     return r ?: ic_types_add(t, VM_T_STOP, 0, 0);
 }
 
@@ -55,7 +57,7 @@ static void on_ipi(void *ctx, const struct ic_hdr *h, const void *payload)
     struct apic_msg m;
     memcpy(&m, payload, sizeof m);
     if (valid_apic_msg(&m))
-        vm_deliver_local(vm, &m);
+        migrate_on_ipi(vm, h, &m);
     else
         cluster_bad_message(vm, h, "an interrupt message with invalid fields");
 }
@@ -103,6 +105,7 @@ int cluster_attach(struct vm *vm)
     r = r ?: ic_on(ic, VM_T_TSC, VM_T_TSC, on_tsc, vm);
     r = r ?: ic_on(ic, VM_T_EOI, VM_T_EOI, on_eoi, vm);
     r = r ?: control_attach(vm);
+    r = r ?: migrate_attach(vm);
     if (r < 0)
         return r;
     vm->bus.fwd = (struct bus_forward_ops){vm, cluster_forward};
@@ -205,33 +208,6 @@ void cluster_stop(struct vm *vm)
         dsm_host_stop(vm->dsm);
         free(vm->dsm);
         vm->dsm = NULL;
-    }
-}
-
-void cluster_send_ipi(struct vm *vm, const struct apic_msg *m)
-{
-    bool to[IC_MAX_RANKS] = {false};
-    if (m->shorthand == APIC_SH_SELF)
-        return;
-    bool physical = m->shorthand == APIC_SH_NONE && !m->dest_logical &&
-                    m->dest != (m->x2apic ? APIC_BROADCAST_X2 : APIC_BROADCAST_XAPIC);
-    if (physical) {
-        /* APIC id = vCPU index: only the node that has it. */
-        if (m->dest < (uint32_t)vm->nr_vcpus)
-            to[vm->machine.vcpu_node[m->dest]] = true;
-    } else {
-        for (int n = 0; n < vm->nnodes; n++)
-            to[n] = true; /* each node matches its own vCPUs' logical ids */
-    }
-    for (int n = 0; n < vm->nnodes; n++) {
-        if (!to[n] || n == vm->node)
-            continue;
-        int e = ic_send(vm->cfg.ic, n, VM_T_IPI, 0, 0, m, sizeof *m);
-        if (e < 0) { /* a lost IPI hangs the guest later, far from here */
-            vm_fail(vm, "node %d: cannot send an interprocessor interrupt (vector %#x) to node "
-                    "%d: %s", vm->node, m->vector, n, strerror(-e));
-            return;
-        }
     }
 }
 

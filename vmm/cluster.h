@@ -39,8 +39,6 @@ int cluster_attach(struct vm *vm);
 int cluster_start(struct vm *vm, char *err, size_t errlen);
 void cluster_stop(struct vm *vm);
 
-/* Sends m to the other nodes whose vCPUs it may address. */
-void cluster_send_ipi(struct vm *vm, const struct apic_msg *m);
 /* Hands a level-triggered EOI to the IOAPIC's owner (it routes the
  * machine's interrupts), without waiting. */
 void cluster_forward_eoi(struct vm *vm, uint8_t vector);

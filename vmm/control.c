@@ -267,8 +267,8 @@ static void merge(struct vm *vm, int rank, const Amalgam__NodeStatus *m)
     for (size_t i = 0; i < m->n_vcpus; i++) {
         const Amalgam__VcpuStatus *s = m->vcpus[i];
         if (s->index >= (uint32_t)vm->nr_vcpus || s->state >= VCPU_STATE_COUNT ||
-            vm->machine.vcpu_node[s->index] != rank || st->vcpu[s->index].node >= 0)
-            return bad(c, "node %d reported vCPU %d, which is not one of its own or came twice",
+            st->vcpu[s->index].node >= 0)
+            return bad(c, "node %d reported vCPU %d, which does not exist or came twice",
                        rank, (int)s->index);
         struct vm_status_vcpu *v = &st->vcpu[s->index];
         v->index = (int)s->index;

@@ -1,6 +1,7 @@
 /* Interrupt routing: APIC messages to the vCPUs they address, here and on
  * other nodes; IOAPIC pins and EOIs at the IOAPIC's owner. */
 #include "vmm/cluster.h"
+#include "vmm/migrate.h"
 #include "vmm/vm.h"
 
 void vm_deliver_local(struct vm *vm, const struct apic_msg *m)
@@ -25,9 +26,10 @@ void vm_deliver_local(struct vm *vm, const struct apic_msg *m)
 
 void vm_deliver(struct vm *vm, const struct apic_msg *m)
 {
-    vm_deliver_local(vm, m);
-    if (vm->cfg.ic)
-        cluster_send_ipi(vm, m);
+    if (vm->mig)
+        migrate_deliver(vm, m); /* several nodes: routed by epoch */
+    else
+        vm_deliver_local(vm, m);
 }
 
 void vm_deliver_all(struct vm *vm, const struct ioapic_out *out)

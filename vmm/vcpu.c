@@ -16,6 +16,7 @@
 #include "clock/clock.h"
 #include "vmm/emulate.h"
 #include "vmm/kvm.h"
+#include "vmm/migrate.h"
 #include "vmm/vm.h"
 #include "vmm/x86_setup.h"
 
@@ -159,7 +160,8 @@ static void halt(struct vcpu *v)
 /* A halted vCPU sleeps here until something wakes it, or a pause. */
 static void halted_wait(struct vcpu *v)
 {
-    while (!atomic_load(&v->vm->stopping) && !atomic_load(&v->vm->pause_req)) {
+    while (!atomic_load(&v->vm->stopping) && !atomic_load(&v->vm->pause_req) &&
+           atomic_load(&v->leave_to) < 0) {
         pthread_mutex_lock(&v->lock);
         uint64_t deadline = lapic_timer_poll(&v->lapic, clock_now_ns());
         bool wake = v->lapic.nmi_pending || v->lapic.init_pending ||
@@ -177,7 +179,8 @@ static void halted_wait(struct vcpu *v)
 /* Parked AP: wait for INIT + SIPI. */
 static void wait_for_sipi(struct vcpu *v)
 {
-    while (!atomic_load(&v->vm->stopping) && !atomic_load(&v->vm->pause_req)) {
+    while (!atomic_load(&v->vm->stopping) && !atomic_load(&v->vm->pause_req) &&
+           atomic_load(&v->leave_to) < 0) {
         pthread_mutex_lock(&v->lock);
         bool go = process_init_sipi(v);
         pthread_mutex_unlock(&v->lock);
@@ -316,6 +319,15 @@ static void run_loop(struct vcpu *v)
     while (!atomic_load(&vm->stopping)) {
         if (atomic_load(&vm->pause_req)) {
             park(v);
+            continue;
+        }
+        if (atomic_load(&v->leave_to) >= 0) { /* a move: at this safe point */
+            if (migrate_leave_if_asked(v) < 0)
+                return;
+            continue;
+        }
+        if (v->sm.state == VCPU_GONE) { /* runs elsewhere: wait until it comes */
+            migrate_wait_arrival(v);
             continue;
         }
         if (v->sm.state == VCPU_WAIT_SIPI) {

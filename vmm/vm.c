@@ -19,6 +19,7 @@
 #include "vmm/cluster.h"
 #include "vmm/emulate.h"
 #include "vmm/control.h"
+#include "vmm/migrate.h"
 #include "vmm/event_loop.h"
 #include "vmm/kvm.h"
 #include "vmm/vm.h"
@@ -391,6 +392,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
         if (!vm->vcpus[i].local) /* created and parked: it runs elsewhere */
             vcpu_sm_init(&vm->vcpus[i].sm, VCPU_GONE);
     }
+    if (cfg->ic && (r = migrate_init(vm)) < 0) {
+        snprintf(err, errlen, "cannot set up the vCPU routing table: %s", strerror(-r));
+        goto fail;
+    }
     ioapic_init(&vm->ioapic, platform_ioapic_id(vm->nr_vcpus));
     uart_init(&vm->uart, console_out, vm);
     r = vm_register_devices(vm);
@@ -416,11 +421,11 @@ static int start_threads(struct vm *vm)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGKICK, &sa, NULL);
     /* APs first, so every thread id exists before the BSP can send IPIs.
-     * Only the vCPUs placed on this node get a thread; the others stay
-     * created and parked, ready for a migration. */
+     * On several nodes every vCPU gets a thread: those placed elsewhere
+     * wait, parked, for a migration to bring them here (migrate.c). */
     for (int i = vm->nr_vcpus - 1; i >= 0; i--) {
         struct vcpu *v = &vm->vcpus[i];
-        if (!v->local)
+        if (!v->local && !vm->mig)
             continue;
         int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
         if (r) {
@@ -558,8 +563,12 @@ int vm_run(struct vm *vm)
         vm_fail(vm, "cannot set up the node's event loop: %s", strerror(-r));
     else if (vm->cfg.ic && cluster_start(vm, err, sizeof err) < 0)
         vm_fail(vm, "%s", err);
+    else if (vm->mig && vm->node == 0 && migrate_start(vm, &m.loop, err, sizeof err) < 0)
+        vm_fail(vm, "%s", err);
     else if (attach_hooks(vm, &m) == 0 && start_threads(vm) == 0)
         main_loop(vm, &m);
+    if (vm->mig && vm->node == 0)
+        migrate_end(vm);
     announce_end(vm);
     for (int i = 0; i < vm->nr_vcpus; i++) {
         atomic_store(&vm->vcpus[i].kickable, false);
@@ -601,6 +610,7 @@ void vm_destroy(struct vm *vm)
     if (!vm)
         return;
     control_free(vm);
+    migrate_free(vm);
     for (int i = 0; vm->vcpus && i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (v->timer_created)

@@ -64,6 +64,8 @@ struct vcpu {
     unsigned post_count;
 
     _Atomic int64_t tid;     /* its host thread, once started (the monitor) */
+    _Atomic int leave_to;    /* a move asked: the node to go to; -1 none (migrate.c) */
+    uint64_t leave_epoch;
     _Atomic uint64_t exits;  /* KVM_RUN returns (the monitor) */
     bool halt_if;            /* HALTED: whether interrupts may wake it (IF) */
     bool local;              /* placed on this node: has a thread */
@@ -138,6 +140,7 @@ struct vm {
     _Atomic bool tsc_ref_known;
     _Atomic uint64_t bad_msgs;    /* VMM messages dropped as invalid */
     struct vm_control *ctl;       /* machine-wide pause and status (control.c) */
+    struct vm_migration *mig;     /* vCPU routes and moves, several nodes (migrate.c) */
     _Atomic int lost_rank;        /* a node that stopped answering; -1: none */
 };
 

@@ -82,6 +82,12 @@ struct vm_config {
     unsigned dsm_push;  /* batching: pages sent along with a read copy (dsm_set_push) */
     enum vcpu_sched vcpu_sched;
     struct vm_hooks hooks; /* node 0 only; all NULL: none */
+    /* --migrate every=MS[,vcpus=LIST]: node 0 moves a random vCPU of the
+     * mask to a random other node every MS ms (0: never); --trace FILE:
+     * one JSON line per move (migrate.c). */
+    unsigned migrate_every_ms;
+    uint64_t migrate_mask[4];   /* bit i: vCPU i may be moved; all zero: every vCPU */
+    const char *trace;
 };
 
 struct vm;
@@ -180,6 +186,19 @@ bool vm_running(const struct vm *vm);
 int vm_powerdown(struct vm *vm, char *err, size_t n);
 /* Ends the run as the monitor's quit. */
 void vm_quit(struct vm *vm);
+
+/* Moves vCPU v to node, live (migrate.c); returns once it runs there: 1
+ * with res filled in, 0 if it was there already, or -errno with err (a
+ * vCPU or node that does not exist, a node that does not answer). One
+ * move at a time; node 0's main thread only. */
+struct vm_migration_result {
+    int vcpu, from, to;
+    uint64_t epoch, downtime_ns, bytes;
+};
+int vm_migrate_vcpu(struct vm *vm, int v, int node, struct vm_migration_result *res, char *err,
+                    size_t n);
+/* The node vCPU v runs on now. */
+int vm_vcpu_node(struct vm *vm, int v);
 
 /* A paused VM's complete state (guest memory, every vCPU's KVM state and
  * LAPIC, every device), held in this process (checkpoint.c). Restored into

@@ -1,5 +1,6 @@
 /* Unit tests for migration/'s routing table: moves advance the epoch,
- * announcements apply once whatever their order, bad ones are refused. */
+ * announcements apply once and in order whatever order they arrive in,
+ * earlier epochs are answered from the history, bad ones are refused. */
 #include <check.h>
 #include <errno.h>
 
@@ -13,19 +14,40 @@ START_TEST(moves_and_announcements)
     ck_assert_int_eq(routes_init(&a, 4, 2, place), 0);
     ck_assert_int_eq(routes_init(&b, 4, 2, place), 0);
     ck_assert_int_eq(routes_node_of(&a, 1), 1);
-    int64_t e1 = routes_move(&a, 1, 0); /* node a moves vCPU 1 to node 0 */
+    int64_t e1 = routes_move(&a, 1, 0); /* node 0 moves vCPU 1 to node 0 */
     int64_t e2 = routes_move(&a, 1, 1); /* and back */
     ck_assert_int_eq(e1, 1);
     ck_assert_int_eq(e2, 2);
-    /* b hears them out of order: the newer wins, the older is old news. */
+    /* b hears them out of order: the later waits for the earlier. */
+    ck_assert_int_eq(routes_apply(&b, 2, 1, 1), -EAGAIN);
+    ck_assert_uint_eq(b.epoch, 0);
+    ck_assert_int_eq(routes_apply(&b, 1, 1, 0), 1);
+    ck_assert_int_eq(routes_node_of(&b, 1), 0);
     ck_assert_int_eq(routes_apply(&b, 2, 1, 1), 1);
-    ck_assert_int_eq(routes_apply(&b, 1, 1, 0), 0);
     ck_assert_int_eq(routes_node_of(&b, 1), 1);
     ck_assert_int_eq(routes_apply(&b, 2, 1, 1), 0); /* twice: once */
     ck_assert_uint_eq(b.epoch, 2);
-    /* A move of another vCPU at a later epoch applies. */
-    ck_assert_int_eq(routes_apply(&b, 3, 2, 1), 1);
-    ck_assert_int_eq(routes_node_of(&b, 2), 1);
+    /* where vCPU 1 was at each epoch */
+    ck_assert_int_eq(routes_node_at(&b, 1, 0), 1);
+    ck_assert_int_eq(routes_node_at(&b, 1, 1), 0);
+    ck_assert_int_eq(routes_node_at(&b, 1, 2), 1);
+    ck_assert_int_eq(routes_node_at(&b, 1, 3), -EAGAIN);
+    ck_assert_int_eq(routes_node_at(&b, 0, 2), 0); /* never moved */
+}
+END_TEST
+
+START_TEST(history_is_bounded)
+{
+    const uint8_t place[2] = {0, 1};
+    struct vcpu_routes r;
+    ck_assert_int_eq(routes_init(&r, 2, 2, place), 0);
+    for (int i = 0; i < 3 * ROUTES_HISTORY; i++)
+        ck_assert_int_eq(routes_move(&r, 0, (i + 1) % 2), i + 1);
+    ck_assert_int_eq(routes_node_at(&r, 0, r.epoch), 0); /* 48 moves: back on node 0 */
+    ck_assert_int_eq(routes_node_at(&r, 0, r.epoch - 1), 1);
+    ck_assert_int_eq(routes_node_at(&r, 0, r.epoch - ROUTES_HISTORY + 1), 1);
+    ck_assert_int_eq(routes_node_at(&r, 0, 3), -ESTALE); /* beyond the history */
+    ck_assert_int_eq(routes_node_at(&r, 1, 3), 1);
 }
 END_TEST
 
@@ -51,6 +73,7 @@ int main(void)
     TCase *t = tcase_create("routes");
     tcase_add_test(t, moves_and_announcements);
     tcase_add_test(t, impossible_updates_are_refused);
+    tcase_add_test(t, history_is_bounded);
     suite_add_tcase(s, t);
     return run_suite(s);
 }
