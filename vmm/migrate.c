@@ -399,6 +399,13 @@ static int restore(struct vcpu *v, const struct arrival *a, struct mig_header *h
     free(ks);
     if (r < 0)
         return r;
+    /* kvm_run's IF and injection-window fields still describe this vCPU
+     * as it last ran here, long ago: trusted, they let prepare_entry inject
+     * an interrupt with the guest's IF clear (seen: the test guest took
+     * its UART interrupt inside the code that holds its print lock, and
+     * hung). Cleared, the first entry asks KVM for a window instead. */
+    v->run->ready_for_interrupt_injection = 0;
+    v->run->if_flag = 0;
     pthread_mutex_lock(&v->lock);
     r = state_lapic_decode(&v->lapic, clock_now_ns(), a->buf + sizeof *hd + hd->kvm_len,
                            hd->lapic_len);
