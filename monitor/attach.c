@@ -37,6 +37,12 @@ static int op_query(void *ctx, unsigned top, struct vm_status *st, char *err, si
     return vm_query(ctx, top, st, err, n);
 }
 
+static int op_migrate(void *ctx, int vcpu, int node, struct vm_migration_result *res, char *err,
+                      size_t n)
+{
+    return vm_migrate_vcpu(ctx, vcpu, node, res, err, n);
+}
+
 static void on_monitor(void *ctx, int fd, uint32_t events)
 {
     (void)fd, (void)events;
@@ -46,7 +52,8 @@ static void on_monitor(void *ctx, int fd, uint32_t events)
 int monitor_attach_hook(void *ctx, struct vm *vm, struct event_loop *loop, char *err, size_t n)
 {
     struct monitor_attach *a = ctx;
-    struct monitor_ops ops = {vm, op_running, op_stop, op_cont, op_powerdown, op_quit, op_query};
+    struct monitor_ops ops = {vm,      op_running, op_stop,  op_cont,
+                              op_powerdown, op_quit, op_query, op_migrate};
     int r = monitor_open(a->path, &ops, &a->m, err, n);
     if (r < 0)
         return r;

@@ -262,6 +262,23 @@ static int c_dsm(const struct monitor_ops *o, json_t *args, json_t **ret, struct
     return 0;
 }
 
+static int c_migrate(const struct monitor_ops *o, json_t *args, json_t **ret,
+                     struct qmp_error *e)
+{
+    char err[256] = "";
+    struct vm_migration_result res;
+    if (!o->migrate)
+        return fail(e, "GenericError", "this machine cannot move vCPUs");
+    int r = o->migrate(o->ctx, (int)arg_int(args, "cpu-index", 0), (int)arg_int(args, "node", 0),
+                       &res, err, sizeof err);
+    if (r < 0)
+        return op_failed(e, r, err);
+    *ret = json_pack("{s:i,s:i,s:i,s:I,s:I,s:I}", "cpu-index", res.vcpu, "from", res.from, "to",
+                     res.to, "epoch", (json_int_t)res.epoch, "downtime-ns",
+                     (json_int_t)res.downtime_ns, "bytes", (json_int_t)res.bytes);
+    return r > 0; /* VCPU_MIGRATED follows a move, not a vCPU already there */
+}
+
 static int c_version(const struct monitor_ops *o, json_t *args, json_t **ret,
                      struct qmp_error *e)
 {
@@ -285,6 +302,9 @@ static int c_commands(const struct monitor_ops *o, json_t *args, json_t **ret,
 static const struct qmp_arg caps_args[] = {{"enable", QMP_ARRAY, false, 0, 0}, {0}};
 static const struct qmp_arg dsm_args[] = {{"top", QMP_INT, false, 0, MONITOR_MAX_TOP}, {0}};
 static const struct qmp_arg no_args[] = {{0}};
+static const struct qmp_arg migrate_args[] = {{"cpu-index", QMP_INT, true, 0, VMM_MAX_VCPUS - 1},
+                                              {"node", QMP_INT, true, 0, VM_STATUS_MAX_NODES - 1},
+                                              {0}};
 
 const struct qmp_command qmp_commands[] = {
     {"qmp_capabilities", caps_args, c_capabilities, "leave negotiation mode (first command)"},
@@ -296,6 +316,7 @@ const struct qmp_command qmp_commands[] = {
     {"query-cpus-fast", no_args, c_cpus, "every vCPU: node, host thread, state"},
     {"query-nodes", no_args, c_nodes, "every node: host, pid, memory, distances"},
     {"query-dsm", dsm_args, c_dsm, "every node's DSM counters and hottest pages"},
+    {"migrate-vcpu", migrate_args, c_migrate, "move a vCPU to another node, live"},
     {"query-version", no_args, c_version, "the monitor's version"},
     {"query-commands", no_args, c_commands, "the commands here"},
     {0},

@@ -52,6 +52,9 @@ struct monitor_ops {
     int (*powerdown)(void *ctx, char *err, size_t n);
     void (*quit)(void *ctx);
     int (*query)(void *ctx, unsigned top, struct vm_status *st, char *err, size_t n);
+    /* Moves a vCPU live: 1 moved, 0 it was there already, or -errno. */
+    int (*migrate)(void *ctx, int vcpu, int node, struct vm_migration_result *res, char *err,
+                   size_t n);
 };
 
 /* ---- the command table (commands.c) ---- */
@@ -101,7 +104,8 @@ struct qmp_stats {
 
 /* What a session asks of whoever owns it, after a reply went out. */
 enum qmp_after {
-    QMP_AFTER_NONE = 0, QMP_AFTER_QUIT, QMP_AFTER_STOPPED, QMP_AFTER_RESUMED, QMP_AFTER_POWERDOWN
+    QMP_AFTER_NONE = 0, QMP_AFTER_QUIT, QMP_AFTER_STOPPED, QMP_AFTER_RESUMED, QMP_AFTER_POWERDOWN,
+    QMP_AFTER_MIGRATED
 };
 
 struct qmp_session {
@@ -116,7 +120,8 @@ struct qmp_session {
 /* Called with each line to send ("\n" included); false if the client is
  * gone, and then the session reads nothing more of what it was fed. */
 typedef bool (*qmp_out_fn)(void *ctx, const char *line, size_t len);
-typedef void (*qmp_after_fn)(void *ctx, enum qmp_after what);
+/* ret: the command's return value (borrowed), for an event's data. */
+typedef void (*qmp_after_fn)(void *ctx, enum qmp_after what, json_t *ret);
 
 void qmp_session_init(struct qmp_session *s, struct qmp_stats *stats);
 /* The greeting line, malloc'd ("\n" included). */

@@ -145,6 +145,8 @@ static enum qmp_after after_of(const char *name)
         return QMP_AFTER_RESUMED;
     if (!strcmp(name, "system_powerdown"))
         return QMP_AFTER_POWERDOWN;
+    if (!strcmp(name, "migrate-vcpu"))
+        return QMP_AFTER_MIGRATED;
     return QMP_AFTER_NONE;
 }
 
@@ -188,13 +190,16 @@ static void execute(struct qmp_session *s, json_t *req, const struct monitor_ops
     if (caps)
         s->negotiated = true;
     json_t *r = json_object();
-    json_object_set_new(r, "return", ret ? ret : json_object());
+    if (!ret)
+        ret = json_object();
+    json_object_set(r, "return", ret);
     if (id)
         json_object_set(r, "id", id);
     send_json(s, r, out, ctx);
     enum qmp_after a = after_of(name);
-    if (rr > 0 && a && after && !s->gone) /* stop or cont that changed the state, quit */
-        after(ctx, a);
+    if (rr > 0 && a && after && !s->gone) /* a run-state change, a move, quit */
+        after(ctx, a, ret);
+    json_decref(ret);
 }
 
 static bool blank(const char *p, size_t n)

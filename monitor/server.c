@@ -134,7 +134,7 @@ static bool out_line(void *ctx, const char *line, size_t len)
 
 /* Right after the command's reply was queued, so every client sees events
  * in the order of the commands that caused them. */
-static void after_reply(void *ctx, enum qmp_after what)
+static void after_reply(void *ctx, enum qmp_after what, json_t *ret)
 {
     struct monitor *m = ((struct feed_ctx *)ctx)->m;
     switch (what) {
@@ -146,6 +146,9 @@ static void after_reply(void *ctx, enum qmp_after what)
         break;
     case QMP_AFTER_POWERDOWN:
         monitor_event(m, "POWERDOWN", NULL);
+        break;
+    case QMP_AFTER_MIGRATED:
+        monitor_event(m, "VCPU_MIGRATED", json_deep_copy(ret));
         break;
     case QMP_AFTER_QUIT:
         m->ops.quit(m->ops.ctx);

@@ -24,6 +24,14 @@ static int f_query(void *ctx, unsigned top, struct vm_status *st, char *err, siz
     return 0;
 }
 
+static int f_migrate(void *ctx, int v, int node, struct vm_migration_result *res, char *err,
+                     size_t n)
+{
+    (void)ctx, (void)err, (void)n;
+    *res = (struct vm_migration_result){v, 0, node, 1, 1000, 7000};
+    return 1;
+}
+
 static bool out(void *ctx, const char *line, size_t len)
 {
     (void)ctx;
@@ -40,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct qmp_session s;
     struct qmp_stats st = {0};
-    struct monitor_ops ops = {NULL, f_running, f_ok, f_ok, f_ok, f_quit, f_query};
+    struct monitor_ops ops = {NULL, f_running, f_ok, f_ok, f_ok, f_quit, f_query, f_migrate};
     qmp_session_init(&s, &st);
     size_t cut = size ? data[0] % (size + 1) : 0;
     qmp_session_feed(&s, (const char *)data, cut, &ops, out, NULL, NULL);

@@ -71,13 +71,26 @@ static int f_query(void *ctx, unsigned top, struct vm_status *st, char *err, siz
     return 0;
 }
 
+static int f_migrate(void *ctx, int v, int node, struct vm_migration_result *res, char *err,
+                     size_t n)
+{
+    (void)ctx;
+    if (node == 5) {
+        snprintf(err, n, "node 5 does not answer");
+        return -EHOSTDOWN;
+    }
+    *res = (struct vm_migration_result){v, 0, node, 7, 123000, 7748};
+    return node != 0; /* node 0: there already */
+}
+
 static struct fake fk;
-static struct monitor_ops ops = {&fk, f_running, f_stop, f_cont, f_power, f_quit, f_query};
+static struct monitor_ops ops = {&fk, f_running, f_stop, f_cont, f_power, f_quit, f_query,
+                                 f_migrate};
 static struct qmp_session sess;
 static struct qmp_stats stats;
 static char outbuf[1 << 16];
 static size_t outlen;
-static int afters[5];
+static int afters[6];
 
 static bool out(void *ctx, const char *line, size_t len)
 {
@@ -90,9 +103,9 @@ static bool out(void *ctx, const char *line, size_t len)
     return true;
 }
 
-static void after(void *ctx, enum qmp_after a)
+static void after(void *ctx, enum qmp_after a, json_t *ret)
 {
-    (void)ctx;
+    (void)ctx, (void)ret;
     afters[a]++;
 }
 
@@ -367,6 +380,34 @@ START_TEST(queries_have_qemu_shape)
 }
 END_TEST
 
+START_TEST(migrate_vcpu)
+{
+    negotiate();
+    feed("{\"execute\":\"migrate-vcpu\",\"arguments\":{\"cpu-index\":1}}\n");
+    json_t *v = line(0);
+    ck_assert_str_eq(err_desc(v), "Parameter 'node' is missing");
+    json_decref(v);
+    feed("{\"execute\":\"migrate-vcpu\",\"arguments\":{\"cpu-index\":300,\"node\":1}}\n");
+    v = line(1);
+    ck_assert_ptr_nonnull(strstr(err_desc(v), "from 0 to 254"));
+    json_decref(v);
+    feed("{\"execute\":\"migrate-vcpu\",\"arguments\":{\"cpu-index\":1,\"node\":5}}\n");
+    v = line(2);
+    ck_assert_str_eq(err_desc(v), "node 5 does not answer");
+    json_decref(v);
+    ck_assert_int_eq(afters[QMP_AFTER_MIGRATED], 0);
+    feed("{\"execute\":\"migrate-vcpu\",\"arguments\":{\"cpu-index\":1,\"node\":1}}\n");
+    v = line(3);
+    json_t *r = json_object_get(v, "return");
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "to")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "downtime-ns")), 123000);
+    json_decref(v);
+    ck_assert_int_eq(afters[QMP_AFTER_MIGRATED], 1);
+    feed("{\"execute\":\"migrate-vcpu\",\"arguments\":{\"cpu-index\":1,\"node\":0}}\n");
+    ck_assert_int_eq(afters[QMP_AFTER_MIGRATED], 1); /* there already: no event */
+}
+END_TEST
+
 START_TEST(kv_words)
 {
     char err[128];
@@ -426,6 +467,7 @@ int main(void)
     tcase_add_test(t, argument_checks);
     tcase_add_test(t, queries_have_qemu_shape);
     tcase_add_test(t, kv_words);
+    tcase_add_test(t, migrate_vcpu);
     tcase_add_test(t, event_line);
     tcase_add_test(t, every_command_listed);
     suite_add_tcase(s, t);
