@@ -1,0 +1,81 @@
+# Live vCPU migration: the test guest's tests with a vCPU moved between
+# the two nodes every 5 ms (x the slow factor), exact counts required; the
+# BSP moved back and forth 1,000 times; a move asked through the monitor
+# (VCPU_MIGRATED), to a node that does not exist (refused, the vCPU runs on
+# where it was); the --trace lines.
+# kvm: all
+source "$(dirname "$0")/common.bash"
+need_kvm
+EVERY=$((5 * SLOW))
+moves() { grep -o '[0-9]* vCPU moves,' "$TMP/err" | tail -1 | cut -d' ' -f1; }
+total=0
+for t in "smp-counter iters=1000000" "spinlock iters=20000" "ipi rounds=50" timer "ioapic rounds=20" \
+         "tsc rounds=200" mem "mp iters=200000" "sb iters=200000" "lb iters=200000" \
+         "2+2w iters=200000" "iriw iters=100000" "false-sharing iters=200000"; do
+    run_guest "${t%% *}" 0 --nodes 2 --vcpus 4 --mem 256M --migrate every=$EVERY --append "test=$t"
+    n=$(moves)
+    echo "   ${n:-0} vCPU moves during ${t%% *}: $(grep -o 'downtime p50.*' "$TMP/err" | tail -1)"
+    total=$((total + ${n:-0}))
+done
+[ $total -ge 100 ] && ok "$total vCPU moves in all while the tests ran" ||
+    fail "only $total vCPU moves while the tests ran (every $EVERY ms)"
+
+# The BSP, back and forth 1,000 times while it keeps the heartbeat.
+"$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 --migrate every=1,vcpus=0 \
+    --trace "$TMP/trace" --append "test=heartbeat seconds=$((2 * SLOW))" >"$TMP/out" 2>"$TMP/err" &
+run=$!
+for _ in $(seq $((1200 * SLOW))); do
+    [ "$(cat "$TMP/trace" 2>/dev/null | wc -l)" -ge 1000 ] && break
+    kill -0 $run 2>/dev/null || break
+    sleep 0.1
+done
+wait $run
+rc=$?
+n=$(wc -l <"$TMP/trace")
+if [ $rc -eq 0 ] && grep -q '^TESTGUEST PASS heartbeat' "$TMP/out" && [ "$n" -ge 1000 ] &&
+   python3 -c '
+import json, sys
+ls = [json.loads(l) for l in open(sys.argv[1])]
+assert all(l["vcpu"] == 0 and l["from"] != l["to"] and l["downtime_us"] > 0 and l["bytes"] > 1000 for l in ls)
+assert [l["epoch"] for l in ls] == list(range(1, len(ls) + 1))
+' "$TMP/trace"; then
+    ok "the BSP moved $n times, heartbeat kept: $(grep -o 'downtime p50.*' "$TMP/err" | tail -1); trace: $(head -1 "$TMP/trace")"
+else
+    fail "the BSP moved $n times: exit $rc, $(tail -2 "$TMP/out" | tr '\n' '|') $(tr '\n' '|' <"$TMP/err" | cut -c1-300)"
+fi
+
+# Through the monitor.
+SOCK="$TMP/qmp.sock"
+"$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 --monitor "$SOCK" \
+    --append "test=heartbeat seconds=$((60 * SLOW))" >"$TMP/out" 2>"$TMP/err" &
+run=$!
+for _ in $(seq $((200 * SLOW))); do [ -S "$SOCK" ] && break; sleep 0.1; done
+(printf '%s\n' '{"execute":"qmp_capabilities"}'; sleep $((30 * SLOW))) |
+    socat - UNIX-CONNECT:"$SOCK" >"$TMP/events" 2>/dev/null &
+watcher=$!
+sleep 0.5
+out=$("$AMALGAM" ctl --monitor "$SOCK" migrate-vcpu cpu-index=1 node=0)
+where=$("$AMALGAM" ctl --monitor "$SOCK" query-cpus-fast | python3 -c 'import json,sys; print([c["node"] for c in json.load(sys.stdin)])')
+case "$out" in
+*'"from":1,"to":0'*) [ "$where" = "[0, 0]" ] && ok "migrate-vcpu cpu-index=1 node=0: $out; vCPUs now on nodes $where" ||
+                     fail "migrate-vcpu: $out, but query-cpus-fast says $where" ;;
+*) fail "migrate-vcpu cpu-index=1 node=0: '$out'" ;;
+esac
+"$AMALGAM" ctl --monitor "$SOCK" migrate-vcpu cpu-index=1 node=5 2>"$TMP/cerr" >/dev/null
+rc=$?
+b0=$(grep -c '^heartbeat ' "$TMP/out")
+sleep 1
+b1=$(grep -c '^heartbeat ' "$TMP/out")
+where=$("$AMALGAM" ctl --monitor "$SOCK" query-cpus-fast | python3 -c 'import json,sys; print([c["node"] for c in json.load(sys.stdin)])')
+if [ $rc -eq 1 ] && grep -q "there is no node 5" "$TMP/cerr" && [ "$where" = "[0, 0]" ] && [ "$b1" -gt "$b0" ]; then
+    ok "a move to node 5 of 2: refused ($(cat "$TMP/cerr")), the vCPU runs on ($b0 -> $b1 beats)"
+else
+    fail "a move to node 5: exit $rc, '$(cat "$TMP/cerr")', vCPUs on $where, beats $b0 -> $b1"
+fi
+"$AMALGAM" ctl --monitor "$SOCK" quit >/dev/null
+wait $run
+kill $watcher 2>/dev/null
+grep -q '"event":"VCPU_MIGRATED".*"cpu-index":1,"from":1,"to":0' "$TMP/events" &&
+    ok "VCPU_MIGRATED: $(grep -o '"data":{[^}]*}' "$TMP/events" | head -1)" ||
+    fail "no VCPU_MIGRATED event: '$(cat "$TMP/events")'"
+finish
