@@ -14,6 +14,7 @@ static const struct bench {
     {"fabric", bench_fabric_main, "ping-pong latency and bandwidth between two ranks"},
     {"dsm", bench_dsm_main, "remote page-fault time seen by a guest, against the floor"},
     {"local", bench_local_main, "work on a node's own memory: K nodes against one"},
+    {"migrate", bench_migrate_main, "live vCPU move downtime, against the floor"},
     {NULL, NULL, NULL},
 };
 

@@ -19,6 +19,7 @@
 int dsm_check_main(int argc, char **argv);     /* amalgam dsm-check */
 int bench_dsm_main(int argc, char **argv);     /* amalgam bench dsm */
 int bench_local_main(int argc, char **argv);   /* amalgam bench local */
+int bench_migrate_main(int argc, char **argv); /* amalgam bench migrate */
 int bench_fabric_main(int argc, char **argv);  /* amalgam bench fabric */
 int fabric_check_main(int argc, char **argv);  /* amalgam fabric-check */
 int bench_vmexit_main(int argc, char **argv);  /* amalgam bench vmexit */
