@@ -123,6 +123,7 @@ static void *progress(void *arg)
     while (!atomic_load(&vm->stopping)) {
         int n = dsm_host_poll(vm->dsm) + ic_poll_handlers(vm->cfg.ic, 64);
         control_poll(vm);
+        migrate_poll(vm);
         uint64_t t = clock_now_ns();
         if (t - last > 50000000ULL) {
             last = t;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "clock/clock.h"
+#include "dsm/host.h"
 #include "migration/migration.h"
 #include "vmm/cluster.h"
 #include "vmm/event_loop.h"
@@ -33,6 +34,23 @@ struct mig_done {
     uint32_t vcpu, from, to, pad;
     uint64_t downtime_ns, bytes;
 };
+
+/* After an arrival, the new node counts the vCPU thread's DSM faults for
+ * 100 ms (the message loop, which owns the counts): what the move cost in
+ * memory traffic. */
+struct follow {
+    bool active, based;
+    uint64_t epoch, t0, f0, f10;
+    int64_t tid;
+};
+
+/* Node 0: a trace line waiting for its fault counts (VM_T_MIG_FAULTS). */
+struct pending_line {
+    bool used;
+    double t_ms;
+    struct vm_migration_result res;
+};
+#define PENDING_LINES 1024
 
 struct arrival {
     uint8_t *buf;      /* the state being assembled */
@@ -65,7 +83,13 @@ struct vm_migration {
     pthread_cond_t done_cond;
     uint64_t done_epoch;
     struct mig_done done;
+    /* the new node: fault counts after arrivals */
+    pthread_mutex_t follow_lock;
+    struct follow follow[VMM_MAX_VCPUS];
+    _Atomic int nfollow;
     /* node 0: --trace, the downtimes so far, the --migrate schedule */
+    pthread_mutex_t trace_lock;
+    struct pending_line pending[PENDING_LINES];
     FILE *trace;
     uint64_t *down;
     size_t ndown, capdown;
@@ -456,6 +480,13 @@ int migrate_wait_arrival(struct vcpu *v)
         free(a->buf);
         *a = (struct arrival){0};
         pthread_rwlock_unlock(&g->lock);
+        pthread_mutex_lock(&g->follow_lock);
+        struct follow *f = &g->follow[v->id];
+        if (!f->active)
+            atomic_fetch_add(&g->nfollow, 1);
+        *f = (struct follow){true, false, epoch, clock_now_ns(), 0, UINT64_MAX,
+                             atomic_load(&v->tid)};
+        pthread_mutex_unlock(&g->follow_lock);
         if (vm->node == 0)
             migrate_take_done(vm, epoch, &d);
         else
@@ -513,27 +544,99 @@ static void percentiles(struct vm_migration *g, uint64_t *p50, uint64_t *p99)
     free(s);
 }
 
-/* Node 0, after each move: the trace line, the downtime kept. */
+static void write_line(FILE *f, const struct pending_line *p, const uint64_t *f10,
+                       const uint64_t *f100)
+{
+    char a[24] = "null", b[24] = "null";
+    if (f10)
+        snprintf(a, sizeof a, "%llu", (unsigned long long)*f10);
+    if (f100)
+        snprintf(b, sizeof b, "%llu", (unsigned long long)*f100);
+    fprintf(f, "{\"t_ms\":%.3f,\"vcpu\":%d,\"from\":%d,\"to\":%d,\"downtime_us\":%.1f,"
+            "\"bytes\":%llu,\"epoch\":%llu,\"faults_10ms\":%s,\"faults_100ms\":%s}\n", p->t_ms,
+            p->res.vcpu, p->res.from, p->res.to, (double)p->res.downtime_ns / 1e3,
+            (unsigned long long)p->res.bytes, (unsigned long long)p->res.epoch, a, b);
+    fflush(f);
+}
+
+/* Node 0, after each move: the downtime kept; the trace line waits for
+ * the new node's fault counts (written without them if they never come). */
 static void record_move(struct vm *vm, const struct vm_migration_result *res)
 {
     struct vm_migration *g = vm->mig;
     uint64_t now = clock_now_ns();
+    pthread_mutex_lock(&g->trace_lock);
     if (g->trace) {
-        fprintf(g->trace, "{\"t_ms\":%.3f,\"vcpu\":%d,\"from\":%d,\"to\":%d,\"downtime_us\":%.1f,"
-                "\"bytes\":%llu,\"epoch\":%llu}\n", (double)(now - g->t_start) / 1e6, res->vcpu,
-                res->from, res->to, (double)res->downtime_ns / 1e3,
-                (unsigned long long)res->bytes, (unsigned long long)res->epoch);
-        fflush(g->trace);
+        struct pending_line *p = &g->pending[res->epoch % PENDING_LINES];
+        if (p->used)
+            write_line(g->trace, p, NULL, NULL);
+        *p = (struct pending_line){true, (double)(now - g->t_start) / 1e6, *res};
     }
+    pthread_mutex_unlock(&g->trace_lock);
     if (g->ndown == g->capdown) {
         size_t cap = g->capdown ? 2 * g->capdown : 1024;
-        uint64_t *p = realloc(g->down, cap * sizeof *p);
-        if (!p)
+        uint64_t *q = realloc(g->down, cap * sizeof *q);
+        if (!q)
             return;
-        g->down = p;
+        g->down = q;
         g->capdown = cap;
     }
     g->down[g->ndown++] = res->downtime_ns;
+}
+
+static void take_faults(struct vm *vm, uint64_t epoch, uint64_t f10, uint64_t f100)
+{
+    struct vm_migration *g = vm->mig;
+    pthread_mutex_lock(&g->trace_lock);
+    struct pending_line *p = &g->pending[epoch % PENDING_LINES];
+    if (g->trace && p->used && p->res.epoch == epoch) {
+        write_line(g->trace, p, &f10, &f100);
+        p->used = false;
+    }
+    pthread_mutex_unlock(&g->trace_lock);
+}
+
+static void on_faults(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct vm *vm = ctx;
+    (void)payload;
+    if (vm->node != 0)
+        return cluster_bad_message(vm, h, "a migration's fault counts reached a node other than 0");
+    take_faults(vm, h->arg0, h->arg1 & 0xffffffffu, h->arg1 >> 32);
+}
+
+/* The message loop, every turn: the fault counts of recent arrivals. */
+void migrate_poll(struct vm *vm)
+{
+    struct vm_migration *g = vm->mig;
+    if (!g || !atomic_load(&g->nfollow))
+        return;
+    uint64_t now = clock_now_ns();
+    pthread_mutex_lock(&g->follow_lock);
+    for (int v = 0; v < vm->nr_vcpus; v++) {
+        struct follow *f = &g->follow[v];
+        if (!f->active)
+            continue;
+        uint64_t c = dsm_host_thread_faults(vm->dsm, f->tid);
+        if (!f->based) {
+            f->f0 = c;
+            f->based = true;
+        }
+        if (now - f->t0 >= 10000000ULL && f->f10 == UINT64_MAX)
+            f->f10 = c - f->f0;
+        if (now - f->t0 < 100000000ULL)
+            continue;
+        uint64_t f100 = c - f->f0, f10 = f->f10 == UINT64_MAX ? f100 : f->f10;
+        f10 = f10 > 0xffffffffu ? 0xffffffffu : f10;
+        f100 = f100 > 0xffffffffu ? 0xffffffffu : f100;
+        f->active = false;
+        atomic_fetch_sub(&g->nfollow, 1);
+        if (vm->node == 0)
+            take_faults(vm, f->epoch, f10, f100);
+        else
+            ic_send(vm->cfg.ic, 0, VM_T_MIG_FAULTS, f->epoch, f10 | f100 << 32, NULL, 0);
+    }
+    pthread_mutex_unlock(&g->follow_lock);
 }
 
 int vm_migrate_vcpu(struct vm *vm, int v, int node, struct vm_migration_result *res, char *err,
@@ -683,9 +786,17 @@ void migrate_end(struct vm *vm)
         fprintf(stderr, "amalgam: %zu vCPU moves, downtime p50 %.0f us, p99 %.0f us\n", g->ndown,
                 p50 / 1e3, p99 / 1e3);
     }
+    pthread_mutex_lock(&g->trace_lock);
+    for (uint64_t e = 0; g->trace && e < PENDING_LINES; e++) /* in epoch order */
+        for (int i = 0; i < PENDING_LINES; i++)
+            if (g->pending[i].used && g->pending[i].res.epoch % PENDING_LINES == e) {
+                write_line(g->trace, &g->pending[i], NULL, NULL);
+                g->pending[i].used = false;
+            }
     if (g->trace)
         fclose(g->trace);
     g->trace = NULL;
+    pthread_mutex_unlock(&g->trace_lock);
 }
 
 /* ---- set-up ---- */
@@ -694,6 +805,7 @@ int migrate_register_types(struct ic_types *t)
 {
     int r = ic_types_add(t, VM_T_ROUTE, 0, 0);
     r = r ?: ic_types_add(t, VM_T_MIG_STATE, 1, MIG_PART);
+    r = r ?: ic_types_add(t, VM_T_MIG_FAULTS, 0, 0);
     return r ?: ic_types_add(t, VM_T_MIG_DONE, sizeof(struct mig_done), sizeof(struct mig_done));
 }
 
@@ -702,6 +814,7 @@ int migrate_attach(struct vm *vm)
     struct ic *ic = vm->cfg.ic;
     int r = ic_on(ic, VM_T_ROUTE, VM_T_ROUTE, on_route, vm);
     r = r ?: ic_on(ic, VM_T_MIG_STATE, VM_T_MIG_STATE, on_state, vm);
+    r = r ?: ic_on(ic, VM_T_MIG_FAULTS, VM_T_MIG_FAULTS, on_faults, vm);
     return r ?: ic_on(ic, VM_T_MIG_DONE, VM_T_MIG_DONE, on_done, vm);
 }
 
@@ -717,6 +830,8 @@ int migrate_init(struct vm *vm)
     }
     pthread_rwlock_init(&g->lock, NULL);
     pthread_mutex_init(&g->held_lock, NULL);
+    pthread_mutex_init(&g->follow_lock, NULL);
+    pthread_mutex_init(&g->trace_lock, NULL);
     pthread_mutex_init(&g->done_lock, NULL);
     pthread_cond_init(&g->done_cond, NULL);
     g->state_max = sizeof(struct mig_header) + sizeof(struct kvm_vcpu_state) + STATE_MAX_BYTES;

@@ -35,6 +35,7 @@ enum migrate_msg_type {
     VM_T_ROUTE = 0x6a,     /* node 0 -> all: arg0 epoch; arg1 vcpu << 8 | node */
     VM_T_MIG_STATE = 0x6b, /* old node -> new: arg0 epoch; arg1 see migrate.c; payload a part */
     VM_T_MIG_DONE = 0x6c,  /* new node -> node 0: arg0 epoch; payload struct mig_done */
+    VM_T_MIG_FAULTS = 0x6d, /* new node -> node 0, 100 ms later: arg0 epoch; arg1 f10 | f100 << 32 */
 };
 
 int migrate_register_types(struct ic_types *t);
@@ -59,6 +60,8 @@ struct mig_done;
 struct event_loop;
 /* Node 0, in vm_run: --trace and the --migrate schedule on its loop. */
 int migrate_start(struct vm *vm, struct event_loop *loop, char *err, size_t n);
+/* On the message loop, every turn: fault counts after arrivals. */
+void migrate_poll(struct vm *vm);
 /* The downtime summary; closes the trace. */
 void migrate_end(struct vm *vm);
 /* Node 0: a move completed (from VM_T_MIG_DONE, or its own arrival). */
