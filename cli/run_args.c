@@ -1,5 +1,6 @@
 /* `amalgam run` flag parsing. Accepts "--flag value" and "--flag=value". */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,8 @@ const char run_usage[] =
     "                    with --nodes K: every MS ms, move a random vCPU (of\n"
     "                    LIST, e.g. 0,2-3) to a random other node, live; a\n"
     "                    progress line every 5 s, downtimes at exit\n"
+    "  --migrate-plan FILE  with --nodes K: moves at set times, one a line:\n"
+    "                    TIME_MS VCPU NODE (docs/migration.md)\n"
     "  --trace FILE      one JSON line per vCPU move (docs/migration.md)\n"
     "  --vcpu-sched S    idle (default) or normal: idle runs the vCPU threads\n"
     "                    under SCHED_IDLE, so the node's DSM and device threads\n"
@@ -174,6 +177,36 @@ bad:
     snprintf(err, n, "--migrate '%s': expected every=MS (1-3600000), optionally ,vcpus=LIST "
              "such as ,vcpus=0,2-3", v);
     return -EINVAL;
+}
+
+static int f_migrate_plan(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    FILE *f = fopen(v, "r");
+    if (!f) {
+        snprintf(err, n, "--migrate-plan %s: %s", v, strerror(errno));
+        return -ENOENT;
+    }
+    static char text[4 << 20];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    text[len] = 0;
+    if (more) {
+        snprintf(err, n, "--migrate-plan %s: larger than 4 MiB", v);
+        return -EINVAL;
+    }
+    struct migration_step *steps;
+    size_t count;
+    char why[160];
+    int r = migration_plan_parse(text, &steps, &count, why, sizeof why);
+    if (r < 0) {
+        snprintf(err, n, "--migrate-plan %s: %s", v, r == -ENOMEM ? "out of memory" : why);
+        return r;
+    }
+    a->vm.migrate_plan = steps;
+    a->vm.migrate_plan_n = count;
+    return 0;
 }
 
 static int f_trace(void *ctx, const char *v, char *err, size_t n)
@@ -299,6 +332,7 @@ static const struct flag flags[] = {
     {"--dsm-push", true, f_dsm_push}, {"--vcpu-sched", true, f_vcpu_sched},
     {"--monitor", true, f_monitor},
     {"--migrate", true, f_migrate}, {"--trace", true, f_trace},
+    {"--migrate-plan", true, f_migrate_plan},
     {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };

@@ -54,4 +54,17 @@ int routes_node_at(const struct vcpu_routes *r, int vcpu, uint64_t epoch);
 /* Where to send something for vcpu (an IPI, its state): its node now. */
 int routes_node_of(const struct vcpu_routes *r, int vcpu);
 
+/* --migrate-plan FILE: a scripted schedule, one move a line:
+ *     TIME_MS VCPU NODE        # after TIME_MS ms, move VCPU to NODE
+ * '#' starts a comment; times must not go back. */
+struct migration_step {
+    uint64_t t_ms;
+    int vcpu, node;
+};
+#define MIGRATION_PLAN_MAX 100000
+/* Parses text; *steps is malloc'd. 0, or -EINVAL with "line N: why" in
+ * err, or -ENOMEM. */
+int migration_plan_parse(const char *text, struct migration_step **steps, size_t *n, char *err,
+                         size_t errlen);
+
 #endif

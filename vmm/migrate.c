@@ -94,6 +94,7 @@ struct vm_migration {
     uint64_t *down;
     size_t ndown, capdown;
     uint64_t t_start, last_progress, rng;
+    size_t plan_next; /* --migrate-plan: the next step */
     /* the MSRs every vCPU saves */
     uint32_t msr_idx[KVM_VCPU_STATE_MAX_MSRS];
     int nmsrs;
@@ -754,6 +755,24 @@ static void on_schedule(void *ctx, int fd, uint32_t events)
     }
 }
 
+static void on_plan(void *ctx, int fd, uint32_t events)
+{
+    struct vm *vm = ctx;
+    struct vm_migration *g = vm->mig;
+    (void)fd, (void)events;
+    uint64_t now_ms = (clock_now_ns() - g->t_start) / 1000000ULL;
+    while (g->plan_next < vm->cfg.migrate_plan_n && !atomic_load(&vm->stopping) &&
+           vm->cfg.migrate_plan[g->plan_next].t_ms <= now_ms) {
+        const struct migration_step *st = &vm->cfg.migrate_plan[g->plan_next++];
+        struct vm_migration_result res;
+        char err[256];
+        if (vm_migrate_vcpu(vm, st->vcpu, st->node, &res, err, sizeof err) < 0 &&
+            !atomic_load(&vm->stopping))
+            vm_fail(vm, "--migrate-plan, step %zu (vCPU %d to node %d): %s", g->plan_next,
+                    st->vcpu, st->node, err);
+    }
+}
+
 int migrate_start(struct vm *vm, struct event_loop *loop, char *err, size_t n)
 {
     struct vm_migration *g = vm->mig;
@@ -762,6 +781,21 @@ int migrate_start(struct vm *vm, struct event_loop *loop, char *err, size_t n)
     if (vm->cfg.trace && !(g->trace = fopen(vm->cfg.trace, "w"))) {
         snprintf(err, n, "--trace %s: %s", vm->cfg.trace, strerror(errno));
         return -errno;
+    }
+    for (size_t i = 0; i < vm->cfg.migrate_plan_n; i++)
+        if (vm->cfg.migrate_plan[i].vcpu >= vm->nr_vcpus ||
+            vm->cfg.migrate_plan[i].node >= vm->nnodes) {
+            snprintf(err, n, "--migrate-plan, step %zu: vCPU %d to node %d, but the machine has "
+                     "%d vCPUs on %d nodes", i + 1, vm->cfg.migrate_plan[i].vcpu,
+                     vm->cfg.migrate_plan[i].node, vm->nr_vcpus, vm->nnodes);
+            return -EINVAL;
+        }
+    if (vm->cfg.migrate_plan_n) {
+        int r = event_loop_add_timer(loop, 1000000ULL, on_plan, vm); /* 1 ms resolution */
+        if (r < 0) {
+            snprintf(err, n, "cannot start the --migrate-plan schedule: %s", strerror(-r));
+            return r;
+        }
     }
     if (!vm->cfg.migrate_every_ms)
         return 0;

@@ -13,10 +13,12 @@
 #ifndef AMALGAM_VMM_VMM_H
 #define AMALGAM_VMM_VMM_H
 
-#include "platform/platform.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "migration/migration.h"
+#include "platform/platform.h"
 
 enum cpl0_mode { CPL0_AUTO = 0, CPL0_NATIVE, CPL0_EMULATED };
 
@@ -87,6 +89,8 @@ struct vm_config {
      * one JSON line per move (migrate.c). */
     unsigned migrate_every_ms;
     uint64_t migrate_mask[4];   /* bit i: vCPU i may be moved; all zero: every vCPU */
+    const struct migration_step *migrate_plan; /* --migrate-plan, in time order */
+    size_t migrate_plan_n;
     const char *trace;
 };
 

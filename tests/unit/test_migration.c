@@ -3,6 +3,7 @@
  * earlier epochs are answered from the history, bad ones are refused. */
 #include <check.h>
 #include <errno.h>
+#include <stdlib.h>
 
 #include "migration/migration.h"
 #include "tests/unit/unit.h"
@@ -67,6 +68,30 @@ START_TEST(impossible_updates_are_refused)
 }
 END_TEST
 
+START_TEST(plans)
+{
+    struct migration_step *st;
+    size_t n;
+    char err[128];
+    ck_assert_int_eq(migration_plan_parse("# a plan\n0 0 1\n\n  250 1 0   # back\n250 2 1", &st,
+                                          &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(st[1].t_ms, 250);
+    ck_assert_int_eq(st[1].vcpu, 1);
+    ck_assert_int_eq(st[2].node, 1);
+    free(st);
+    ck_assert_int_eq(migration_plan_parse("10 0 1\n5 0 0\n", &st, &n, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "line 2: expected TIME_MS VCPU NODE, times not going back (at most "
+                          "100000 lines)");
+    ck_assert_int_eq(migration_plan_parse("10 0\n", &st, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(migration_plan_parse("10 0 1 9\n", &st, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(migration_plan_parse("10 -1 1\n", &st, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(migration_plan_parse("", &st, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 0);
+    free(st);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("migration");
@@ -74,6 +99,7 @@ int main(void)
     tcase_add_test(t, moves_and_announcements);
     tcase_add_test(t, impossible_updates_are_refused);
     tcase_add_test(t, history_is_bounded);
+    tcase_add_test(t, plans);
     suite_add_tcase(s, t);
     return run_suite(s);
 }
