@@ -49,6 +49,15 @@ else
     fail "the BSP moved $n times: exit $rc, $beats beats, $(tail -2 "$TMP/out" | tr '\n' '|') $(tr '\n' '|' <"$TMP/err" | cut -c1-300)"
 fi
 
+# The experiment's plots, from that real trace.
+if "$(dirname "$0")/../../scripts/plot-migration.sh" "$TMP/trace" "$TMP/plot" >"$TMP/plot.log" 2>&1 &&
+   [ -s "$TMP/plot-downtime.png" ] && [ -s "$TMP/plot-nodes.png" ] && [ -s "$TMP/plot-faults.png" ] &&
+   [ "$(head -c 4 "$TMP/plot-nodes.png" | tail -c 3)" = PNG ]; then
+    ok "scripts/plot-migration.sh: $(cat "$TMP/plot.log")"
+else
+    fail "scripts/plot-migration.sh: $(cat "$TMP/plot.log")"
+fi
+
 # Through the monitor.
 SOCK="$TMP/qmp.sock"
 "$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 --monitor "$SOCK" \
