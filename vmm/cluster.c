@@ -105,6 +105,7 @@ int cluster_attach(struct vm *vm)
     r = r ?: ic_on(ic, VM_T_TSC, VM_T_TSC, on_tsc, vm);
     r = r ?: ic_on(ic, VM_T_EOI, VM_T_EOI, on_eoi, vm);
     r = r ?: control_attach(vm);
+    r = r ?: (vm->mig ? 0 : migrate_init(vm)); /* the routing table, from the placement */
     r = r ?: migrate_attach(vm);
     if (r < 0)
         return r;

@@ -39,7 +39,7 @@ enum migrate_msg_type {
 };
 
 int migrate_register_types(struct ic_types *t);
-int migrate_init(struct vm *vm);   /* vm_create: the routing table from the placement */
+int migrate_init(struct vm *vm);   /* cluster_attach: the routing table from the placement */
 void migrate_free(struct vm *vm);
 int migrate_attach(struct vm *vm); /* cluster_attach: the handlers */
 

@@ -321,12 +321,12 @@ static void run_loop(struct vcpu *v)
             park(v);
             continue;
         }
-        if (atomic_load(&v->leave_to) >= 0) { /* a move: at this safe point */
+        if (vm->mig && atomic_load(&v->leave_to) >= 0) { /* a move: at this safe point */
             if (migrate_leave_if_asked(v) < 0)
                 return;
             continue;
         }
-        if (v->sm.state == VCPU_GONE) { /* runs elsewhere: wait until it comes */
+        if (vm->mig && v->sm.state == VCPU_GONE) { /* runs elsewhere: wait until it comes */
             migrate_wait_arrival(v);
             continue;
         }

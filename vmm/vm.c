@@ -392,10 +392,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
         if (!vm->vcpus[i].local) /* created and parked: it runs elsewhere */
             vcpu_sm_init(&vm->vcpus[i].sm, VCPU_GONE);
     }
-    if (cfg->ic && (r = migrate_init(vm)) < 0) {
-        snprintf(err, errlen, "cannot set up the vCPU routing table: %s", strerror(-r));
-        goto fail;
-    }
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        atomic_store(&vm->vcpus[i].leave_to, -1);
     ioapic_init(&vm->ioapic, platform_ioapic_id(vm->nr_vcpus));
     uart_init(&vm->uart, console_out, vm);
     r = vm_register_devices(vm);
