@@ -26,6 +26,14 @@ with open(tmp + "/moves.dat", "w") as f:
         f.write("%f %d %d %d %f %s\n" % (l["t_ms"] / 1e3, l["vcpu"], l["from"], l["to"],
                                           l["downtime_us"], "NaN" if f100 is None else f100 * 10))
 bins = collections.Counter(int(math.log2(max(l["downtime_us"], 1))) for l in ls)
+counted = [l for l in ls if l.get("faults_100ms") is not None]
+with open(tmp + "/faults.dat", "w") as f:
+    for l in counted:
+        f.write("%f %d\n" % (l["t_ms"] / 1e3, l["faults_100ms"] * 10))
+    if not counted:  # gnuplot refuses a plot with no points
+        f.write("0 0\n")
+with open(tmp + "/counted", "w") as f:
+    f.write("%d\n" % len(counted))
 with open(tmp + "/hist.dat", "w") as f:
     for b in range(min(bins), max(bins) + 1):
         f.write("%d %d\n" % (2 ** b, bins.get(b, 0)))
@@ -45,6 +53,9 @@ with open(tmp + "/vcpus", "w") as f:
 PY
 n=$(wc -l <"$tmp/moves.dat")
 read -r -a vcpus <"$tmp/vcpus"
+read -r counted <"$tmp/counted"
+ftitle="DSM faults on the new node in the 100 ms after a move"
+[ "$counted" -gt 0 ] || ftitle="no fault counts in this trace (every move's were null)"
 plots=""
 for i in "${!vcpus[@]}"; do
     plots="$plots${plots:+, }'$tmp/nodes.dat' index $i using 1:(\$2 + $i * 0.04) with steps title 'vCPU ${vcpus[$i]}'"
@@ -67,9 +78,9 @@ set ylabel 'node'
 set ytics 1
 plot $plots
 set output '$out-faults.png'
-set title "DSM faults on the new node in the 100 ms after a move"
+set title "$ftitle"
 set ylabel 'faults per second'
 set ytics auto
-plot '$tmp/moves.dat' using 1:6 with points pt 7 ps 0.5 notitle
+plot '$tmp/faults.dat' using 1:2 with points pt 7 ps 0.5 notitle
 GP
 echo "plot-migration: $out-downtime.png $out-nodes.png $out-faults.png ($n moves)"

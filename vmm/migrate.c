@@ -51,6 +51,7 @@ struct pending_line {
     struct vm_migration_result res;
 };
 #define PENDING_LINES 1024
+#define FOLLOW_MAX 256
 
 struct arrival {
     uint8_t *buf;      /* the state being assembled */
@@ -83,9 +84,10 @@ struct vm_migration {
     pthread_cond_t done_cond;
     uint64_t done_epoch;
     struct mig_done done;
-    /* the new node: fault counts after arrivals */
+    /* the new node: fault counts after arrivals (several at once: a vCPU
+     * may come back within 100 ms, and each arrival has its own count) */
     pthread_mutex_t follow_lock;
-    struct follow follow[VMM_MAX_VCPUS];
+    struct follow follow[FOLLOW_MAX];
     _Atomic int nfollow;
     /* node 0: --trace, the downtimes so far, the --migrate schedule */
     pthread_mutex_t trace_lock;
@@ -482,11 +484,13 @@ int migrate_wait_arrival(struct vcpu *v)
         *a = (struct arrival){0};
         pthread_rwlock_unlock(&g->lock);
         pthread_mutex_lock(&g->follow_lock);
-        struct follow *f = &g->follow[v->id];
-        if (!f->active)
-            atomic_fetch_add(&g->nfollow, 1);
-        *f = (struct follow){true, false, epoch, clock_now_ns(), 0, UINT64_MAX,
-                             atomic_load(&v->tid)};
+        for (int i = 0; i < FOLLOW_MAX; i++) /* none free: this move's counts stay null */
+            if (!g->follow[i].active) {
+                g->follow[i] = (struct follow){true, false, epoch, clock_now_ns(), 0, UINT64_MAX,
+                                               atomic_load(&v->tid)};
+                atomic_fetch_add(&g->nfollow, 1);
+                break;
+            }
         pthread_mutex_unlock(&g->follow_lock);
         if (vm->node == 0)
             migrate_take_done(vm, epoch, &d);
@@ -614,8 +618,8 @@ void migrate_poll(struct vm *vm)
         return;
     uint64_t now = clock_now_ns();
     pthread_mutex_lock(&g->follow_lock);
-    for (int v = 0; v < vm->nr_vcpus; v++) {
-        struct follow *f = &g->follow[v];
+    for (int i = 0; i < FOLLOW_MAX; i++) {
+        struct follow *f = &g->follow[i];
         if (!f->active)
             continue;
         uint64_t c = dsm_host_thread_faults(vm->dsm, f->tid);

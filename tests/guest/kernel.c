@@ -370,6 +370,11 @@ static void service(struct trap_frame *f, int cpu)
             f->rax = bytes == 1 ? (uint8_t)v : bytes == 2 ? (uint16_t)v : (uint32_t)v;
         break;
     }
+    case SVC_HLT:
+        /* The interrupt that ends the halt is taken here, nested in this
+         * service, and the service returns after it. */
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+        break;
     case SVC_UART_THRI:
         /* Enabling THRI with an empty transmitter raises the interrupt. */
         lock_print();

@@ -171,6 +171,42 @@ static void timer_run(int cpu)
     ubarrier();
 }
 
+/* ---- halt ----------------------------------------------------------------- */
+/* Each CPU, `rounds` times: a one-shot LAPIC timer of ~2 ms, then HLT until
+ * it fires. The tick must come exactly once per round. A vCPU is halted
+ * most of the time here, so a migration moves it halted and with its timer
+ * mid-count (tests/integration/36-migration.sh). */
+static uint64_t halt_rounds;
+
+static void halt_setup(void)
+{
+    halt_rounds = arg_or("rounds", 50);
+}
+
+static void halt_run(int cpu)
+{
+    uint64_t start = cpus[cpu].ticks;
+    L(0x3E0) = 0xB; /* divide by 1 */
+    for (uint64_t r = 0; r < halt_rounds && !test_failed; r++) {
+        uint64_t base = cpus[cpu].ticks, t0 = rdtsc();
+        L(0x320) = VEC_TIMER; /* one-shot */
+        L(0x380) = 2000000;
+        while (cpus[cpu].ticks == base && !timed_out(t0, 20))
+            svc(SVC_HLT, 0, 0);
+        if (cpus[cpu].ticks != base + 1) {
+            ufail(cpu, "halt round %lu: %lu timer ticks, expected 1", r, cpus[cpu].ticks - base);
+            return;
+        }
+    }
+    uint64_t t0 = rdtsc();
+    while (rdtsc() - t0 < 20000000ULL * timeout_scale) /* room for a late extra tick */
+        cpu_relax();
+    if (cpus[cpu].ticks - start != halt_rounds + inject)
+        ufail(cpu, "%lu timer ticks over %lu halts", cpus[cpu].ticks - start, halt_rounds);
+    L(0x320) = 1u << 16;
+    ubarrier();
+}
+
 /* ---- ioapic --------------------------------------------------------------- */
 /* The UART's IRQ 4, routed level-triggered by the IOAPIC to each CPU in
  * turn, is raised `rounds` times per CPU and must arrive exactly as often.
@@ -637,5 +673,6 @@ const struct test tests[] = {
     {"local", local_run, local_setup},
     {"bench-vmexit", bench_run, bench_setup},
     {"heartbeat", heartbeat_run, heartbeat_setup},
+    {"halt", halt_run, halt_setup},
     {NULL, NULL, NULL},
 };
