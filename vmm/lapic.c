@@ -205,6 +205,15 @@ void lapic_irq_injected(struct lapic *a, int vector)
     set_bit(a->isr, vector);
 }
 
+bool lapic_irq_uninject(struct lapic *a, int vector)
+{
+    if (vector < 0 || vector > 255 || !test_bit(a->isr, vector))
+        return false;
+    clear_bit(a->isr, vector);
+    set_bit(a->irr, vector);
+    return true;
+}
+
 static void eoi(struct lapic *a, struct lapic_effects *fx)
 {
     int v = highest_bit(a->isr);

@@ -115,6 +115,10 @@ void lapic_deliver(struct lapic *a, const struct apic_msg *m);
 int lapic_pending_irq(const struct lapic *a);
 /* The vCPU loop injected vector: IRR -> ISR. */
 void lapic_irq_injected(struct lapic *a, int vector);
+/* The reverse, for an interrupt handed to KVM that the guest never took
+ * (a vCPU saved to move): back from in-service to requested. False if
+ * the vector is not in service. */
+bool lapic_irq_uninject(struct lapic *a, int vector);
 
 /* Fires the timer if its deadline is at or before now (sets IRR, reloads a
  * periodic timer). Returns the next deadline in ns, 0 when disarmed. */
