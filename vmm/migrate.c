@@ -412,7 +412,6 @@ static void on_state(void *ctx, const struct ic_hdr *h, const void *payload)
  * the machine stops). */
 static int restore(struct vcpu *v, const struct arrival *a, struct mig_header *hd)
 {
-    struct vm *vm = v->vm;
     memcpy(hd, a->buf, sizeof *hd);
     if (hd->magic != MIG_MAGIC || hd->version != MIG_VERSION || hd->vcpu != (uint32_t)v->id ||
         hd->kvm_len != sizeof(struct kvm_vcpu_state) || hd->lapic_len > STATE_MAX_BYTES ||
@@ -451,7 +450,6 @@ static int restore(struct vcpu *v, const struct arrival *a, struct mig_header *h
         vcpu_sm_step(&v->sm, VCPU_EV_ARRIVED, (enum vcpu_run_state)hd->run_state);
     }
     pthread_mutex_unlock(&v->lock);
-    (void)vm;
     return r;
 }
 
