@@ -15,7 +15,7 @@
 #include "vmm/state.h"
 #include "vmm/vm.h"
 
-#define MIG_PART 3584          /* state bytes per message (IC_MAX_PAYLOAD 4096) */
+#define MIG_PART MIGRATE_PART_BYTES
 #define MIG_MAGIC 0x414d4d47u  /* "AMMG" */
 #define MIG_VERSION 1
 #define HELD_PER_VCPU 256      /* interrupts held for an arriving vCPU */
@@ -212,8 +212,15 @@ void migrate_on_ipi(struct vm *vm, const struct ic_hdr *h, const struct apic_msg
         cluster_bad_message(vm, h, "an interrupt forwarded to a vCPU that does not exist");
         return;
     }
-    pthread_rwlock_wrlock(&g->lock); /* write: it may add to the held lists */
-    if (h->arg0 > g->routes.epoch) { /* from a move this node has not heard of yet */
+    /* Read, as a local delivery: the held lists have their own lock. Only a
+     * message from a move this node has not heard of yet needs the write
+     * lock, to wait in the future list (rechecked: a move may land between). */
+    pthread_rwlock_rdlock(&g->lock);
+    if (h->arg0 > g->routes.epoch) {
+        pthread_rwlock_unlock(&g->lock);
+        pthread_rwlock_wrlock(&g->lock);
+    }
+    if (h->arg0 > g->routes.epoch) {
         if (g->nfuture == FUTURE_MAX)
             vm_fail(vm, "node %d: more than %d interrupts wait for a vCPU move to be "
                     "announced here", vm->node, FUTURE_MAX);
@@ -317,13 +324,7 @@ int migrate_leave_if_asked(struct vcpu *v)
     if (to < 0)
         return 1;
     uint64_t t0 = clock_now_ns();
-    if (v->sm.state == VCPU_RUNNABLE) {
-        /* Complete the last exit (an IN's value reaches the registers only
-         * on the next KVM_RUN), as a pause does. */
-        v->run->immediate_exit = 1;
-        kvm_run(v->fd);
-        v->run->immediate_exit = 0;
-    }
+    vcpu_finish_exit(v, "moving");
     size_t len = sizeof(struct mig_header) + sizeof(struct kvm_vcpu_state) + STATE_MAX_BYTES;
     uint8_t *buf = calloc(1, len);
     if (!buf) {

@@ -31,6 +31,9 @@
 struct vm;
 struct vcpu;
 
+/* State bytes per VM_T_MIG_STATE message (IC_MAX_PAYLOAD is 4096). */
+#define MIGRATE_PART_BYTES 3584
+
 enum migrate_msg_type {
     VM_T_ROUTE = 0x6a,     /* node 0 -> all: arg0 epoch; arg1 vcpu << 8 | node */
     VM_T_MIG_STATE = 0x6b, /* old node -> new: arg0 epoch; arg1 see migrate.c; payload a part */

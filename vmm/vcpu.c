@@ -282,21 +282,26 @@ static void bench_before_entry(struct vcpu *v, uint64_t exit_ns)
 /* vm_pause asked every vCPU to stop where it is: park until vm_resume.
  * The state it parks from (running, halted, waiting for SIPI) is where
  * it goes back to. */
+void vcpu_finish_exit(struct vcpu *v, const char *before)
+{
+    if (v->sm.state != VCPU_RUNNABLE)
+        return;
+    /* An exit's result (an IN or an MMIO read) reaches the registers only
+     * on the next KVM_RUN: one that returns at once completes it, so the
+     * registers a checkpoint or a move saves are whole. */
+    v->run->immediate_exit = 1;
+    int r = kvm_run(v->fd);
+    v->run->immediate_exit = 0;
+    consume_kicks();
+    if (r < 0 && r != -EINTR && r != -EAGAIN)
+        vm_fail(v->vm, "vCPU %d: cannot complete its last exit before %s: %s", v->id, before,
+                strerror(-r));
+}
+
 static void park(struct vcpu *v)
 {
     struct vm *vm = v->vm;
-    if (v->sm.state == VCPU_RUNNABLE) {
-        /* An exit's result (an IN or an MMIO read) reaches the registers
-         * only on the next KVM_RUN: one that returns at once completes it,
-         * so the registers a checkpoint saves are whole. */
-        v->run->immediate_exit = 1;
-        int r = kvm_run(v->fd);
-        v->run->immediate_exit = 0;
-        consume_kicks();
-        if (r < 0 && r != -EINTR && r != -EAGAIN)
-            vm_fail(vm, "vCPU %d: cannot complete its last exit before pausing: %s", v->id,
-                    strerror(-r));
-    }
+    vcpu_finish_exit(v, "pausing");
     pthread_mutex_lock(&v->lock);
     vcpu_sm_step(&v->sm, VCPU_EV_PAUSE, 0);
     pthread_mutex_unlock(&v->lock);

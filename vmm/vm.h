@@ -173,6 +173,9 @@ int vcpu_tsc_clock(const struct vm *vm, const struct vcpu *v, struct lapic_clock
 int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen);
 
 void vcpu_kick(struct vcpu *v);
+/* In the vCPU's thread, before its state is saved (a pause, a move): a
+ * running vCPU's last exit is completed; before: "pausing", "moving". */
+void vcpu_finish_exit(struct vcpu *v, const char *before);
 /* The vCPU thread body. */
 void *vcpu_thread(void *arg);
 
