@@ -5,8 +5,8 @@
  * moves between them every --every ms (`run --migrate every=MS,vcpus=0
  * --trace`), until --moves moves are in the trace; downtime p50 and p99
  * come from the trace. The floor is what one move cannot avoid: the
- * state's bytes one way over the fabric (half a ping-pong of a part, per
- * part: `bench fabric`'s p50) plus one KVM save and one restore of a
+ * state's bytes (their size from the trace) one way over the fabric
+ * (half a ping-pong of a part, per part: `bench fabric`'s p50) plus one KVM save and one restore of a
  * vCPU's state on this host (p50 of 200 each, on a vCPU of a VM made
  * here). One JSON line; ratio = downtime p50 / floor, goal <= 1.5. */
 #include <errno.h>
@@ -21,8 +21,8 @@
 #include "clock/clock.h"
 #include "tools/tools.h"
 #include "vmm/kvm.h"
+#include "vmm/migrate.h"
 
-#define MIG_PART 3584 /* vmm/migrate.c: state bytes per message */
 #define SAVE_SAMPLES 200
 
 static int usage(void)
@@ -32,8 +32,7 @@ static int usage(void)
 }
 
 /* p50 of one KVM save and of one restore of a vCPU's whole state. */
-static int kvm_save_restore_ns(double *save_ns, double *restore_ns, size_t *bytes, char *err,
-                               size_t n)
+static int kvm_save_restore_ns(double *save_ns, double *restore_ns, char *err, size_t n)
 {
     int kvm, vmfd = -1, vfd = -1;
     size_t run_size;
@@ -63,7 +62,6 @@ static int kvm_save_restore_ns(double *save_ns, double *restore_ns, size_t *byte
         qsort(ts + SAVE_SAMPLES, SAVE_SAMPLES, sizeof *ts, dsm_cmp_u64);
         *save_ns = (double)ts[SAVE_SAMPLES / 2];
         *restore_ns = (double)ts[SAVE_SAMPLES + SAVE_SAMPLES / 2];
-        *bytes = sizeof *s;
     } else if (!err[0]) {
         snprintf(err, n, "cannot save and restore a vCPU here: %s", strerror(-r));
     }
@@ -77,16 +75,24 @@ static int kvm_save_restore_ns(double *save_ns, double *restore_ns, size_t *byte
     return r;
 }
 
-/* The trace's downtimes (us), sorted; returns how many. */
-static size_t read_trace(const char *path, double **out)
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The trace's downtimes (us), sorted, and the most state bytes a move
+ * carried; returns how many moves. */
+static size_t read_trace(const char *path, double **out, double *bytes)
 {
     FILE *f = fopen(path, "r");
     size_t n = 0, cap = 0;
     double *d = NULL;
     char line[512];
+    *bytes = 0;
     while (f && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"downtime_us\":");
-        if (!p)
+        const char *p = strstr(line, "\"downtime_us\":"), *b = strstr(line, "\"bytes\":");
+        if (!p || !b)
             continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 1024;
@@ -96,15 +102,13 @@ static size_t read_trace(const char *path, double **out)
             d = q;
         }
         d[n++] = strtod(p + 14, NULL);
+        if (strtod(b + 8, NULL) > *bytes)
+            *bytes = strtod(b + 8, NULL);
     }
     if (f)
         fclose(f);
-    for (size_t i = 1; i < n; i++) /* insertion sort: a few thousand values */
-        for (size_t j = i; j > 0 && d[j - 1] > d[j]; j--) {
-            double t = d[j];
-            d[j] = d[j - 1];
-            d[j - 1] = t;
-        }
+    if (n)
+        qsort(d, n, sizeof *d, cmp_double);
     *out = d;
     return n;
 }
@@ -135,13 +139,12 @@ int bench_migrate_main(int argc, char **argv)
     }
     char err[256] = "";
     double save_ns = 0, restore_ns = 0, part_rtt_ns = 0;
-    size_t kvm_bytes;
-    if (kvm_save_restore_ns(&save_ns, &restore_ns, &kvm_bytes, err, sizeof err) < 0 ||
-        ic_bench_p50_ns(fabric, MIG_PART, &part_rtt_ns, err, sizeof err) < 0) {
+    if (kvm_save_restore_ns(&save_ns, &restore_ns, err, sizeof err) < 0 ||
+        ic_bench_p50_ns(fabric, MIGRATE_PART_BYTES, &part_rtt_ns, err, sizeof err) < 0) {
         fprintf(stderr, "amalgam bench migrate: %s\n", err);
         return 1;
     }
-    char self[4096], dir[4096], args[9000], trace[] = "/tmp/amalgam-migrate-XXXXXX", line[512];
+    char self[4096], dir[4096], args[9000], trace[] = "/tmp/amalgam-migrate-XXXXXX";
     int fd = mkstemp(trace);
     if (fd < 0 || dsm_bench_self(self, sizeof self) < 0)
         return 1;
@@ -164,28 +167,26 @@ int bench_migrate_main(int argc, char **argv)
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    double *d = NULL;
+    double *d = NULL, state = 0;
     size_t n = 0;
     while (clock_now_ns() - t0 < (uint64_t)seconds * 1000000000ULL) {
         usleep(200000);
         free(d);
-        n = read_trace(trace, &d);
+        n = read_trace(trace, &d, &state);
         if (n >= (size_t)moves)
             break;
     }
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     free(d);
-    n = read_trace(trace, &d);
+    n = read_trace(trace, &d, &state);
     unlink(trace);
-    (void)line;
     if (n < 10) {
         free(d);
         fprintf(stderr, "amalgam bench migrate: only %zu moves were made (amalgam %s)\n", n, args);
         return 1;
     }
-    double state = (double)(sizeof(uint64_t) * 6 + kvm_bytes + 400); /* header, KVM, LAPIC */
-    double parts = (double)(((size_t)state + MIG_PART - 1) / MIG_PART);
+    double parts = (double)(((size_t)state + MIGRATE_PART_BYTES - 1) / MIGRATE_PART_BYTES);
     double floor_us = (parts * part_rtt_ns / 2 + save_ns + restore_ns) / 1e3;
     double p50 = d[n / 2], p99 = d[n * 99 / 100 < n ? n * 99 / 100 : n - 1];
     printf("{\"bench\":\"migrate\",\"fabric\":\"%s\",\"moves\":%zu,\"every_ms\":%d,"
