@@ -49,7 +49,7 @@
  * guest kernel outside ring 0). RDI: port | bytes << 16 (1, 2 or 4). */
 #define SVC_PIO_IN 7    /* returns the value read */
 #define SVC_PIO_OUT 8   /* RSI: the value */
-#define SVC_HLT 9       /* sti; hlt: returns after the next interrupt */
+#define SVC_HLT 9       /* if *rdi == rsi: sti; hlt, returning after the next interrupt */
 
 /* Vectors */
 #define VEC_TIMER 0x30

@@ -371,9 +371,15 @@ static void service(struct trap_frame *f, int cpu)
         break;
     }
     case SVC_HLT:
-        /* The interrupt that ends the halt is taken here, nested in this
-         * service, and the service returns after it. */
-        __asm__ volatile("sti; hlt; cli" ::: "memory");
+        /* The caller's condition is checked here, with interrupts off, and
+         * STI's one-instruction shadow makes "check, then halt" atomic: an
+         * interrupt that lands between a check in user mode and this
+         * service would be taken before the halt, and nothing would be left
+         * to wake it (seen under migration, where the vCPU waits for pages
+         * right there). The interrupt that ends the halt is taken nested in
+         * this service, and the service returns after it. */
+        if (*(volatile uint64_t *)f->rdi == f->rsi)
+            __asm__ volatile("sti; hlt; cli" ::: "memory");
         break;
     case SVC_UART_THRI:
         /* Enabling THRI with an empty transmitter raises the interrupt. */

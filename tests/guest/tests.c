@@ -192,7 +192,7 @@ static void halt_run(int cpu)
         L(0x320) = VEC_TIMER; /* one-shot */
         L(0x380) = 2000000;
         while (cpus[cpu].ticks == base && !timed_out(t0, 20))
-            svc(SVC_HLT, 0, 0);
+            svc(SVC_HLT, (uint64_t)&cpus[cpu].ticks, base);
         if (cpus[cpu].ticks != base + 1) {
             ufail(cpu, "halt round %lu: %lu timer ticks, expected 1", r, cpus[cpu].ticks - base);
             return;

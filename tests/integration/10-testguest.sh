@@ -3,7 +3,7 @@
 source "$(dirname "$0")/common.bash"
 need_kvm
 for n in 1 2 4; do
-    for t in smp-counter spinlock ipi timer mem tsc ioapic; do
+    for t in smp-counter spinlock ipi timer halt mem tsc ioapic; do
         run_guest "$t" 0 --vcpus $n --mem 256M --append "test=$t"
     done
 done

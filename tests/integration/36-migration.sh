@@ -1,5 +1,7 @@
 # Live vCPU migration: the test guest's tests with a vCPU moved between
-# the two nodes every 5 ms (x the slow factor), exact counts required; the
+# the two nodes every 5 ms (x the slow factor), exact counts required (halt:
+# vCPUs moved while halted, their one-shot timer mid-count, the tick arriving
+# once per round); the
 # BSP moved back and forth 1,000 times; a move asked through the monitor
 # (VCPU_MIGRATED), to a node that does not exist (refused, the vCPU runs on
 # where it was); the --trace lines.
@@ -11,7 +13,7 @@ moves() { grep -o '[0-9]* vCPU moves,' "$TMP/err" | tail -1 | cut -d' ' -f1; }
 total=0
 for t in "smp-counter iters=1000000" "spinlock iters=20000" "ipi rounds=50" timer "ioapic rounds=20" \
          "tsc rounds=200" mem "mp iters=200000" "sb iters=200000" "lb iters=200000" \
-         "2+2w iters=200000" "iriw iters=100000" "false-sharing iters=200000"; do
+         "2+2w iters=200000" "iriw iters=100000" "false-sharing iters=200000" "halt rounds=400"; do
     run_guest "${t%% *}" 0 --nodes 2 --vcpus 4 --mem 256M --migrate every=$EVERY --append "test=$t"
     n=$(moves)
     echo "   ${n:-0} vCPU moves during ${t%% *}: $(grep -o 'downtime p50.*' "$TMP/err" | tail -1)"
