@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dsm/dsm.h"
+#include "dsm/host.h"
 
 #include "cli/flags.h"
 #include "cli/run_args.h"
@@ -56,6 +57,15 @@ const char run_usage[] =
     "                    progress line every 5 s, downtimes at exit\n"
     "  --migrate-plan FILE  with --nodes K: moves at set times, one a line:\n"
     "                    TIME_MS VCPU NODE (docs/migration.md)\n"
+    "  --migrate-policy affinity[,window=MS,min=N,ratio=PCT,dwell=W]\n"
+    "                    with --nodes K: every window (100 ms), move the vCPU\n"
+    "                    with the most DSM faults on another node's pages to\n"
+    "                    that node, if they are at least min (16) and ratio%\n"
+    "                    (200) of what it would take there, as learned from\n"
+    "                    earlier moves; a moved vCPU stays dwell (2) windows\n"
+    "                    (docs/migration.md)\n"
+    "  --migrate-prefetch N  a moved vCPU's last N (0-64) faulted pages are\n"
+    "                    asked for by its new node as its state arrives\n"
     "  --trace FILE      one JSON line per vCPU move (docs/migration.md)\n"
     "  --vcpu-sched S    idle (default) or normal: idle runs the vCPU threads\n"
     "                    under SCHED_IDLE, so the node's DSM and device threads\n"
@@ -209,6 +219,37 @@ static int f_migrate_plan(void *ctx, const char *v, char *err, size_t n)
     return 0;
 }
 
+static int f_migrate_policy(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    char why[200];
+    if (strncmp(v, "affinity", 8) || (v[8] && v[8] != ',')) {
+        snprintf(err, n, "--migrate-policy '%s': the one policy is 'affinity', with "
+                 "optional ,window=MS,min=FAULTS,ratio=PERCENT,dwell=WINDOWS", v);
+        return -EINVAL;
+    }
+    if (affinity_parse(v[8] ? v + 9 : "", &a->vm.affinity, why, sizeof why) < 0) {
+        snprintf(err, n, "--migrate-policy %s: %s", v, why);
+        return -EINVAL;
+    }
+    a->vm.migrate_affinity = true;
+    return 0;
+}
+
+static int f_migrate_prefetch(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    char *end;
+    unsigned long p = strtoul(v, &end, 10);
+    if (end == v || *end || p > DSM_HOST_RECENT) {
+        snprintf(err, n, "--migrate-prefetch '%s': expected a page count, 0-%d", v,
+                 DSM_HOST_RECENT);
+        return -EINVAL;
+    }
+    a->vm.migrate_prefetch = (unsigned)p;
+    return 0;
+}
+
 static int f_trace(void *ctx, const char *v, char *err, size_t n)
 {
     struct run_args *a = ctx;
@@ -332,7 +373,8 @@ static const struct flag flags[] = {
     {"--dsm-push", true, f_dsm_push}, {"--vcpu-sched", true, f_vcpu_sched},
     {"--monitor", true, f_monitor},
     {"--migrate", true, f_migrate}, {"--trace", true, f_trace},
-    {"--migrate-plan", true, f_migrate_plan},
+    {"--migrate-plan", true, f_migrate_plan}, {"--migrate-policy", true, f_migrate_policy},
+    {"--migrate-prefetch", true, f_migrate_prefetch},
     {"--pin", false, f_pin},
     {"--help", false, f_help},      {"-h", false, f_help},
 };

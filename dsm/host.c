@@ -228,31 +228,69 @@ void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payloa
     settle(h);
 }
 
-static void count_thread_fault(struct dsm_host *h, int64_t tid)
+/* The thread's slot (open addressing on its id), claimed if `add`. */
+static struct dsm_thread_faults *thread_slot(const struct dsm_host *h, int64_t tid, bool add)
 {
-    if (tid <= 0)
-        return;
+    if (tid <= 0 || !h->threads)
+        return NULL;
     for (unsigned i = 0, at = (unsigned)tid % DSM_HOST_THREADS; i < DSM_HOST_THREADS;
-         i++, at = (at + 1) % DSM_HOST_THREADS)
-        if (h->thread_faults[at].tid == tid || !h->thread_faults[at].tid) {
-            h->thread_faults[at].tid = tid;
-            h->thread_faults[at].faults++;
-            return;
+         i++, at = (at + 1) % DSM_HOST_THREADS) {
+        struct dsm_thread_faults *t = &h->threads[at];
+        if (t->tid == tid)
+            return t;
+        if (!t->tid) {
+            if (!add)
+                return NULL;
+            t->tid = tid;
+            return t;
         }
+    }
+    return NULL;
+}
+
+static void count_thread_fault(struct dsm_host *h, int64_t tid, uint64_t page, bool write)
+{
+    struct dsm_thread_faults *t = thread_slot(h, tid, true);
+    if (!t)
+        return;
+    t->faults++;
+    int home = h->eng.home_of(h->eng.hctx, page);
+    if (home >= 0 && home < DSM_MAX_NODES)
+        t->by_home[home]++;
+    /* read by a vCPU thread leaving this node (vmm/migrate.c) */
+    __atomic_store_n(&t->recent[t->nrecent % DSM_HOST_RECENT], page << 1 | (write ? 1 : 0),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&t->nrecent, t->nrecent + 1, __ATOMIC_RELEASE);
 }
 
 uint64_t dsm_host_thread_faults(const struct dsm_host *h, int64_t tid)
 {
-    if (tid <= 0)
-        return 0;
-    for (unsigned i = 0, at = (unsigned)tid % DSM_HOST_THREADS; i < DSM_HOST_THREADS;
-         i++, at = (at + 1) % DSM_HOST_THREADS) {
-        if (h->thread_faults[at].tid == tid)
-            return h->thread_faults[at].faults;
-        if (!h->thread_faults[at].tid)
-            return 0;
+    const struct dsm_thread_faults *t = thread_slot(h, tid, false);
+    return t ? t->faults : 0;
+}
+
+const struct dsm_thread_faults *dsm_host_thread(const struct dsm_host *h, int64_t tid)
+{
+    return thread_slot(h, tid, false);
+}
+
+int dsm_host_prefetch(struct dsm_host *h, const uint64_t *pages, int n)
+{
+    int sent = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t page = pages[i] >> 1;
+        bool write = !h->continue_wp || (pages[i] & 1); /* as on_fault */
+        if (page >= h->npages)
+            continue;
+        int r = dsm_fault(&h->eng, page, write);
+        if (r == 1) {
+            h->last_request_ns = op_now(h);
+            sent++;
+        }
     }
-    return 0;
+    h->prefetches += (uint64_t)sent;
+    settle(h);
+    return sent;
 }
 
 static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
@@ -266,7 +304,7 @@ static void on_fault(struct dsm_host *h, const struct uffd_msg *msg)
     if (!h->continue_wp)
         write = true; /* no read-only mapping possible: take the page exclusive */
     h->uffd_events++;
-    count_thread_fault(h, (int64_t)msg->arg.pagefault.feat.ptid);
+    count_thread_fault(h, (int64_t)msg->arg.pagefault.feat.ptid, page, write);
     TRACE(h, "fault page %llu flags %#llx", (unsigned long long)page,
           (unsigned long long)msg->arg.pagefault.flags);
     if (dsm_fault(&h->eng, page, write) == 0)
@@ -449,9 +487,10 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
     h->woken_flag = calloc(npages, 1);
     h->pte = calloc(npages, 1);
     h->filled = calloc(npages, 1);
+    h->threads = calloc(DSM_HOST_THREADS, sizeof *h->threads);
     const char *idle = getenv("AMALGAM_DSM_IDLE_SLEEP_US"); /* for measuring the trade-off */
     h->idle_sleep_ns = idle && atoi(idle) > 0 ? (uint64_t)atoi(idle) * 1000ULL : IDLE_SLEEP_NS;
-    if (!h->local || !h->woken || !h->woken_flag || !h->pte || !h->filled)
+    if (!h->local || !h->woken || !h->woken_flag || !h->pte || !h->filled || !h->threads)
         return -ENOMEM;
     /* Pages not at home must not be mapped before the DSM governs them. */
     madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
@@ -480,6 +519,7 @@ void dsm_host_stop(struct dsm_host *h)
     free(h->woken_flag);
     free(h->pte);
     free(h->filled);
+    free(h->threads);
     free(h->base_fetches);
     free(h->base_losses);
 }

@@ -75,7 +75,21 @@ struct dsm_host {
      * (open addressing on the thread id the kernel reports). */
     uint32_t *base_fetches, *base_losses;
     uint64_t window_start_ns;
-    struct { int64_t tid; uint64_t faults; } thread_faults[DSM_HOST_THREADS];
+    struct dsm_thread_faults *threads; /* DSM_HOST_THREADS of them */
+    uint64_t prefetches; /* pages asked for by dsm_host_prefetch */
+};
+
+/* Per thread (a vCPU's thread on this node): its userfaultfd faults, by
+ * the home node of the page, and its last DSM_HOST_RECENT faulted pages
+ * (page << 1 | write), newest at recent[(nrecent - 1) % DSM_HOST_RECENT].
+ * Counts wrap (readers take differences). */
+#define DSM_HOST_RECENT 64
+struct dsm_thread_faults {
+    int64_t tid;
+    uint64_t faults;
+    uint32_t by_home[DSM_MAX_NODES];
+    uint64_t nrecent;
+    uint64_t recent[DSM_HOST_RECENT];
 };
 
 /* Registers the 0x20-0x28 DSM message types with an interconnect config. */
@@ -133,6 +147,15 @@ int dsm_host_hot_window(struct dsm_host *h, struct dsm_hot_page *out, int k, uin
 /* userfaultfd faults taken by thread tid (home pages are mapped at start,
  * so each is a page of another node's or a shared page to take back). */
 uint64_t dsm_host_thread_faults(const struct dsm_host *h, int64_t tid);
+/* The same thread's counts by home node and recent pages, or NULL if it
+ * never faulted here. Message loop only (the loop updates them). */
+const struct dsm_thread_faults *dsm_host_thread(const struct dsm_host *h, int64_t tid);
+/* Asks for copies of pages this node expects to touch soon (a vCPU that
+ * just arrived: the pages it faulted on where it was), each as a read or
+ * write fault would, without a faulter waiting: `pages` holds page << 1 |
+ * write. Pages out of range are skipped. Message loop only; returns how
+ * many requests went out. */
+int dsm_host_prefetch(struct dsm_host *h, const uint64_t *pages, int n);
 /* Batching: see dsm_set_push. Before the message loop starts. */
 void dsm_host_set_push(struct dsm_host *h, unsigned pages);
 /* The userfaultfd, for the message loop's wait. */

@@ -629,9 +629,11 @@ static void fabric_close(void *t)
         for (int r = 0; r < ic->cfg.size && ic->info; r++)
             if (r != ic->cfg.rank && !ic->departed[r] && r != ic->dead && ic->last_hb)
                 send_nowait(ic, r, IC_T_BYE);
-        /* Let the goodbyes leave before the endpoint goes. */
+        /* Let the goodbyes leave before the endpoint goes. Only once the
+         * peers are known (last_hb set): the shm provider crashed reading
+         * the queue of an endpoint whose bootstrap had failed. */
         uint64_t t = clock_now_ns();
-        while (ic->nfree < NTX && clock_now_ns() - t < 200000000ULL)
+        while (ic->last_hb && ic->nfree < NTX && clock_now_ns() - t < 200000000ULL)
             reap_tx(ic);
         fi_close(&ic->ep->fid);
     }

@@ -67,4 +67,53 @@ struct migration_step {
 int migration_plan_parse(const char *text, struct migration_step **steps, size_t *n, char *err,
                          size_t errlen);
 
+/* --migrate-policy affinity: move a vCPU to the node that serves most of
+ * its remote faults. Each node reports, once a window, how many DSM faults
+ * each vCPU running there took, by the home node of the page; node 0 adds
+ * them up here and, at the end of the window, moves at most one vCPU.
+ *
+ * A page's home stands for "where the page lives": at its home a page is
+ * mapped from the start and costs no fault unless another node took it.
+ * So a vCPU's accesses to its own node's pages are invisible here: moving
+ * v from node c to node k saves its faults on pages homed at k, f[k], but
+ * costs the accesses to c's pages it will make from k, which nobody has
+ * counted. The policy learns that cost: while v runs away from a node n,
+ * its faults on n's pages are that cost, averaged per window in away[v][n];
+ * the estimate for the node it is on fades slowly (half-life ~180
+ * windows), so a move that was once bad is tried again some time later.
+ * A move c -> k is made when f[k] >= min_faults, and f[k] >= ratio_pct/100
+ * x (away[v][c] + its faults on every other node's pages); of the vCPUs
+ * that qualify, the one with the largest gain moves. A moved vCPU stays
+ * `dwell` windows. (Measured in docs/migration.md: a vCPU placed away from
+ * its data moves once; one placed well and faulting a little on shared
+ * pages moves once at most, and comes back for good.) Pure. */
+#define AFFINITY_MAX_NODES 64
+struct affinity_cfg {
+    uint64_t window_ms;  /* how often nodes report and node 0 decides */
+    uint32_t min_faults; /* in one window, on the target's pages */
+    uint32_t ratio_pct;  /* f[k] >= ratio_pct/100 x (faults it would take there) */
+    uint32_t dwell;      /* windows a vCPU stays after a move */
+};
+#define AFFINITY_DEFAULTS ((struct affinity_cfg){100, 16, 200, 2})
+
+struct affinity {
+    struct affinity_cfg cfg;
+    int nr_vcpus, nnodes;
+    uint64_t f[MIGRATION_MAX_VCPUS][AFFINITY_MAX_NODES];    /* this window, by home */
+    uint64_t away[MIGRATION_MAX_VCPUS][AFFINITY_MAX_NODES]; /* learned, x 256 */
+    uint32_t since_move[MIGRATION_MAX_VCPUS];               /* windows */
+};
+
+/* -EINVAL for counts out of range or a zero window. */
+int affinity_init(struct affinity *a, const struct affinity_cfg *cfg, int nr_vcpus, int nnodes);
+/* A node's report for vcpu: faults by home node (nnodes counts). */
+void affinity_add(struct affinity *a, int vcpu, const uint32_t *by_home);
+/* The window is over: given where each vCPU runs now (a node out of range:
+ * not a candidate), the move to make (1, *vcpu and *to set) or none (0).
+ * Learns from the window and starts the next. */
+int affinity_decide(struct affinity *a, const uint8_t *node_of, int *vcpu, int *to);
+/* "key=value,..." after "affinity": window=MS, min=N, ratio=PCT,
+ * dwell=WINDOWS. 0, or -EINVAL with the reason in err. */
+int affinity_parse(const char *opts, struct affinity_cfg *cfg, char *err, size_t n);
+
 #endif

@@ -17,7 +17,7 @@
 
 #define MIG_PART MIGRATE_PART_BYTES
 #define MIG_MAGIC 0x414d4d47u  /* "AMMG" */
-#define MIG_VERSION 1
+#define MIG_VERSION 2
 #define HELD_PER_VCPU 256      /* interrupts held for an arriving vCPU */
 #define FUTURE_MAX 1024        /* messages from epochs not reached yet */
 #define MIG_DONE_TIMEOUT_NS 10000000000ULL
@@ -27,7 +27,7 @@ struct mig_header {
     uint32_t magic, version, vcpu, run_state; /* state it goes back to: enum vcpu_run_state */
     uint64_t epoch, t0_ns;                    /* t0: when it stopped on the old node */
     uint32_t kvm_len, lapic_len;
-    uint32_t halt_if, pad;
+    uint32_t halt_if, nprefetch; /* then nprefetch pages (page << 1 | write) */
 };
 
 struct mig_done {
@@ -88,7 +88,11 @@ struct vm_migration {
      * may come back within 100 ms, and each arrival has its own count) */
     pthread_mutex_t follow_lock;
     struct follow follow[FOLLOW_MAX];
-    _Atomic int nfollow;
+    _Atomic int nfollow; /* + the vCPUs with pages to prefetch */
+    /* --migrate-prefetch: pages an arrived vCPU touched last where it
+     * was, asked for by the message loop once it runs here (follow_lock) */
+    uint64_t prefetch[VMM_MAX_VCPUS][DSM_HOST_RECENT];
+    uint32_t nprefetch[VMM_MAX_VCPUS];
     /* node 0: --trace, the downtimes so far, the --migrate schedule */
     pthread_mutex_t trace_lock;
     struct pending_line pending[PENDING_LINES];
@@ -97,6 +101,14 @@ struct vm_migration {
     size_t ndown, capdown;
     uint64_t t_start, last_progress, rng;
     size_t plan_next; /* --migrate-plan: the next step */
+    /* --migrate-policy affinity: node 0's window (aff_lock: the message
+     * loop adds, the main loop decides); every node's last counts per
+     * vCPU, for the differences it reports (message loop only) */
+    pthread_mutex_t aff_lock;
+    struct affinity aff;
+    uint32_t aff_prev[VMM_MAX_VCPUS][AFFINITY_MAX_NODES];
+    uint64_t aff_next_report;
+    uint64_t aff_moves;
     /* the MSRs every vCPU saves */
     uint32_t msr_idx[KVM_VCPU_STATE_MAX_MSRS];
     int nmsrs;
@@ -316,6 +328,30 @@ static int send_state(struct vm *vm, int to, uint64_t epoch, int v, const uint8_
     return 0;
 }
 
+/* --migrate-prefetch: the vCPU's last n distinct faulted pages here,
+ * newest first. Its thread is stopped, so no fault of its own is being
+ * counted; the message loop may be counting a fault it took just before
+ * (the kick ended its wait): the ring is read with atomic loads, and a
+ * page missed or seen twice costs one fault or one request, no more. */
+static uint32_t recent_pages(struct vcpu *v, uint64_t *out, unsigned n)
+{
+    const struct dsm_thread_faults *t = v->vm->dsm && n ?
+        dsm_host_thread(v->vm->dsm, atomic_load(&v->tid)) : NULL;
+    if (!t)
+        return 0;
+    uint64_t end = __atomic_load_n(&t->nrecent, __ATOMIC_ACQUIRE);
+    uint32_t k = 0;
+    for (uint64_t i = 0; i < DSM_HOST_RECENT && i < end && k < n; i++) {
+        uint64_t e = __atomic_load_n(&t->recent[(end - 1 - i) % DSM_HOST_RECENT], __ATOMIC_RELAXED);
+        bool seen = false;
+        for (uint32_t j = 0; j < k && !seen; j++)
+            seen = out[j] >> 1 == e >> 1;
+        if (!seen)
+            out[k++] = e;
+    }
+    return k;
+}
+
 int migrate_leave_if_asked(struct vcpu *v)
 {
     struct vm *vm = v->vm;
@@ -325,7 +361,8 @@ int migrate_leave_if_asked(struct vcpu *v)
         return 1;
     uint64_t t0 = clock_now_ns();
     vcpu_finish_exit(v, "moving");
-    size_t len = sizeof(struct mig_header) + sizeof(struct kvm_vcpu_state) + STATE_MAX_BYTES;
+    size_t len = sizeof(struct mig_header) + sizeof(struct kvm_vcpu_state) + STATE_MAX_BYTES +
+                 DSM_HOST_RECENT * sizeof(uint64_t);
     uint8_t *buf = calloc(1, len);
     if (!buf) {
         vm_fail(vm, "vCPU %d: no memory to migrate it", v->id);
@@ -353,8 +390,9 @@ int migrate_leave_if_asked(struct vcpu *v)
         vcpu_sm_step(&v->sm, VCPU_EV_LEFT, 0);
         v->local = false;
     }
+    uint32_t npf = ll < 0 ? 0 : recent_pages(v, (uint64_t *)(lp + ll), vm->cfg.migrate_prefetch);
     *hd = (struct mig_header){MIG_MAGIC, MIG_VERSION, (uint32_t)v->id, back, v->leave_epoch, t0,
-                              sizeof *ks, ll < 0 ? 0 : (uint32_t)ll, v->halt_if, 0};
+                              sizeof *ks, ll < 0 ? 0 : (uint32_t)ll, v->halt_if, npf};
     pthread_mutex_unlock(&v->lock);
     atomic_store(&v->leave_to, -1);
     if (ll < 0) {
@@ -366,7 +404,7 @@ int migrate_leave_if_asked(struct vcpu *v)
     struct itimerspec off = {0};
     timer_settime(v->timer, 0, &off, NULL); /* its timer goes with its LAPIC */
     r = send_state(vm, to, hd->epoch, v->id, buf,
-                   (uint32_t)(sizeof *hd + sizeof *ks + (size_t)ll));
+                   (uint32_t)(sizeof *hd + sizeof *ks + (size_t)ll + npf * sizeof(uint64_t)));
     free(buf);
     if (r < 0)
         vm_fail(vm, "vCPU %d: cannot send its state to node %d: %s", v->id, to, strerror(-r));
@@ -413,10 +451,13 @@ static void on_state(void *ctx, const struct ic_hdr *h, const void *payload)
  * the machine stops). */
 static int restore(struct vcpu *v, const struct arrival *a, struct mig_header *hd)
 {
+    struct vm_migration *g = v->vm->mig;
     memcpy(hd, a->buf, sizeof *hd);
     if (hd->magic != MIG_MAGIC || hd->version != MIG_VERSION || hd->vcpu != (uint32_t)v->id ||
         hd->kvm_len != sizeof(struct kvm_vcpu_state) || hd->lapic_len > STATE_MAX_BYTES ||
-        a->total != sizeof *hd + hd->kvm_len + hd->lapic_len || hd->epoch != a->epoch ||
+        hd->nprefetch > DSM_HOST_RECENT ||
+        a->total != sizeof *hd + hd->kvm_len + hd->lapic_len + hd->nprefetch * sizeof(uint64_t) ||
+        hd->epoch != a->epoch ||
         (hd->run_state != VCPU_RUNNABLE && hd->run_state != VCPU_HALTED &&
          hd->run_state != VCPU_WAIT_SIPI))
         return -EINVAL;
@@ -445,6 +486,15 @@ static int restore(struct vcpu *v, const struct arrival *a, struct mig_header *h
     pthread_mutex_lock(&v->lock);
     r = state_lapic_decode(&v->lapic, clock_now_ns(), a->buf + sizeof *hd + hd->kvm_len,
                            hd->lapic_len);
+    if (r == 0 && hd->nprefetch) {
+        pthread_mutex_lock(&g->follow_lock);
+        memcpy(g->prefetch[v->id], a->buf + sizeof *hd + hd->kvm_len + hd->lapic_len,
+               hd->nprefetch * sizeof(uint64_t));
+        if (!g->nprefetch[v->id])
+            atomic_fetch_add(&g->nfollow, 1); /* wakes migrate_poll's work */
+        g->nprefetch[v->id] = hd->nprefetch;
+        pthread_mutex_unlock(&g->follow_lock);
+    }
     if (r == 0) {
         v->halt_if = hd->halt_if != 0;
         vcpu_sm_step(&v->sm, VCPU_EV_ARRIVE, 0);
@@ -618,14 +668,119 @@ static void on_faults(void *ctx, const struct ic_hdr *h, const void *payload)
     take_faults(vm, h->arg0, h->arg1 & 0xffffffffu, h->arg1 >> 32);
 }
 
-/* The message loop, every turn: the fault counts of recent arrivals. */
+/* ---- --migrate-policy affinity ---- */
+
+/* A window's counts for v from node src, if v still runs there. */
+static void take_affinity(struct vm *vm, int src, int v, const uint32_t *by_home)
+{
+    struct vm_migration *g = vm->mig;
+    pthread_rwlock_rdlock(&g->lock);
+    bool there = g->routes.node[v] == src;
+    pthread_rwlock_unlock(&g->lock);
+    if (!there)
+        return; /* it moved since: the counts describe a node it left */
+    pthread_mutex_lock(&g->aff_lock);
+    affinity_add(&g->aff, v, by_home);
+    pthread_mutex_unlock(&g->aff_lock);
+}
+
+static void on_affinity(void *ctx, const struct ic_hdr *h, const void *payload)
+{
+    struct vm *vm = ctx;
+    uint32_t by_home[AFFINITY_MAX_NODES];
+    if (vm->node != 0 || !vm->cfg.migrate_affinity || h->arg0 >= (uint64_t)vm->nr_vcpus ||
+        h->payload_len != (uint32_t)vm->nnodes * sizeof by_home[0])
+        return cluster_bad_message(vm, h, "an affinity report that is not one");
+    memcpy(by_home, payload, h->payload_len);
+    take_affinity(vm, h->src_rank, (int)h->arg0, by_home);
+}
+
+/* Every node, once a window (message loop, which owns the DSM's counts):
+ * each vCPU running here, its faults by home since the last report. */
+static void affinity_report(struct vm *vm)
+{
+    struct vm_migration *g = vm->mig;
+    uint64_t now = clock_now_ns();
+    if (now < g->aff_next_report || !vm->dsm)
+        return;
+    g->aff_next_report = now + vm->cfg.affinity.window_ms * 1000000ULL;
+    bool here[VMM_MAX_VCPUS];
+    pthread_rwlock_rdlock(&g->lock);
+    for (int v = 0; v < vm->nr_vcpus; v++)
+        here[v] = g->routes.node[v] == vm->node;
+    pthread_rwlock_unlock(&g->lock);
+    for (int v = 0; v < vm->nr_vcpus; v++) {
+        const struct dsm_thread_faults *t =
+            dsm_host_thread(vm->dsm, atomic_load(&vm->vcpus[v].tid));
+        uint32_t d[AFFINITY_MAX_NODES];
+        bool any = false;
+        for (int k = 0; k < vm->nnodes; k++) {
+            uint32_t c = t ? t->by_home[k] : 0;
+            d[k] = c - g->aff_prev[v][k]; /* the counts wrap */
+            g->aff_prev[v][k] = c;
+            any = any || d[k];
+        }
+        if (!here[v] || !any)
+            continue;
+        if (vm->node == 0)
+            take_affinity(vm, 0, v, d);
+        else
+            ic_send(vm->cfg.ic, 0, VM_T_MIG_AFFINITY, (uint64_t)v, 0, d,
+                    (uint32_t)vm->nnodes * sizeof d[0]);
+    }
+}
+
+static bool movable(const struct vm *vm, int v);
+
+/* Node 0's main loop, at the end of each window: at most one move. */
+static void on_affinity_window(void *ctx, int fd, uint32_t events)
+{
+    struct vm *vm = ctx;
+    struct vm_migration *g = vm->mig;
+    (void)fd, (void)events;
+    if (atomic_load(&vm->stopping))
+        return;
+    uint8_t node_of[MIGRATION_MAX_VCPUS];
+    pthread_rwlock_rdlock(&g->lock);
+    memcpy(node_of, g->routes.node, sizeof node_of);
+    pthread_rwlock_unlock(&g->lock);
+    for (int v = 0; v < vm->nr_vcpus; v++)
+        if (!movable(vm, v))
+            node_of[v] = UINT8_MAX; /* not a candidate (--migrate ...,vcpus=LIST) */
+    int v, to;
+    pthread_mutex_lock(&g->aff_lock);
+    int r = affinity_decide(&g->aff, node_of, &v, &to);
+    pthread_mutex_unlock(&g->aff_lock);
+    if (r != 1)
+        return;
+    struct vm_migration_result res;
+    char err[256];
+    if (vm_migrate_vcpu(vm, v, to, &res, err, sizeof err) < 0 && !atomic_load(&vm->stopping))
+        vm_fail(vm, "--migrate-policy affinity could not move vCPU %d to node %d: %s", v, to, err);
+    else
+        g->aff_moves++;
+}
+
+/* The message loop, every turn: the fault counts of recent arrivals, and
+ * the affinity policy's reports. */
 void migrate_poll(struct vm *vm)
 {
     struct vm_migration *g = vm->mig;
-    if (!g || !atomic_load(&g->nfollow))
+    if (!g)
+        return;
+    if (vm->cfg.migrate_affinity)
+        affinity_report(vm);
+    if (!atomic_load(&g->nfollow))
         return;
     uint64_t now = clock_now_ns();
     pthread_mutex_lock(&g->follow_lock);
+    for (int v = 0; v < vm->nr_vcpus; v++)
+        if (g->nprefetch[v]) {
+            if (vm->dsm)
+                dsm_host_prefetch(vm->dsm, g->prefetch[v], (int)g->nprefetch[v]);
+            g->nprefetch[v] = 0;
+            atomic_fetch_sub(&g->nfollow, 1);
+        }
     for (int i = 0; i < FOLLOW_MAX; i++) {
         struct follow *f = &g->follow[i];
         if (!f->active)
@@ -809,6 +964,18 @@ int migrate_start(struct vm *vm, struct event_loop *loop, char *err, size_t n)
             return r;
         }
     }
+    if (vm->cfg.migrate_affinity) {
+        if (vm->nnodes < 2) {
+            snprintf(err, n, "--migrate-policy needs --nodes 2 or more");
+            return -EINVAL;
+        }
+        int r = event_loop_add_timer(loop, vm->cfg.affinity.window_ms * 1000000ULL,
+                                     on_affinity_window, vm);
+        if (r < 0) {
+            snprintf(err, n, "cannot start the affinity policy: %s", strerror(-r));
+            return r;
+        }
+    }
     if (!vm->cfg.migrate_every_ms)
         return 0;
     if (vm->nnodes < 2) {
@@ -832,6 +999,9 @@ void migrate_end(struct vm *vm)
         fprintf(stderr, "amalgam: %zu vCPU moves, downtime p50 %.0f us, p99 %.0f us\n", g->ndown,
                 p50 / 1e3, p99 / 1e3);
     }
+    if (vm->cfg.migrate_affinity && vm->node == 0)
+        fprintf(stderr, "amalgam: the affinity policy moved vCPUs %llu times\n",
+                (unsigned long long)g->aff_moves);
     pthread_mutex_lock(&g->trace_lock);
     for (uint64_t e = 0; g->trace && e < PENDING_LINES; e++) /* in epoch order */
         for (int i = 0; i < PENDING_LINES; i++)
@@ -852,6 +1022,8 @@ int migrate_register_types(struct ic_types *t)
     int r = ic_types_add(t, VM_T_ROUTE, 0, 0);
     r = r ?: ic_types_add(t, VM_T_MIG_STATE, 1, MIG_PART);
     r = r ?: ic_types_add(t, VM_T_MIG_FAULTS, 0, 0);
+    r = r ?: ic_types_add(t, VM_T_MIG_AFFINITY, sizeof(uint32_t),
+                          AFFINITY_MAX_NODES * sizeof(uint32_t));
     return r ?: ic_types_add(t, VM_T_MIG_DONE, sizeof(struct mig_done), sizeof(struct mig_done));
 }
 
@@ -861,6 +1033,7 @@ int migrate_attach(struct vm *vm)
     int r = ic_on(ic, VM_T_ROUTE, VM_T_ROUTE, on_route, vm);
     r = r ?: ic_on(ic, VM_T_MIG_STATE, VM_T_MIG_STATE, on_state, vm);
     r = r ?: ic_on(ic, VM_T_MIG_FAULTS, VM_T_MIG_FAULTS, on_faults, vm);
+    r = r ?: ic_on(ic, VM_T_MIG_AFFINITY, VM_T_MIG_AFFINITY, on_affinity, vm);
     return r ?: ic_on(ic, VM_T_MIG_DONE, VM_T_MIG_DONE, on_done, vm);
 }
 
@@ -879,8 +1052,15 @@ int migrate_init(struct vm *vm)
     pthread_mutex_init(&g->follow_lock, NULL);
     pthread_mutex_init(&g->trace_lock, NULL);
     pthread_mutex_init(&g->done_lock, NULL);
+    pthread_mutex_init(&g->aff_lock, NULL);
+    if (vm->cfg.migrate_affinity &&
+        affinity_init(&g->aff, &vm->cfg.affinity, vm->nr_vcpus, vm->nnodes) < 0) {
+        free(g);
+        return -EINVAL; /* more nodes than the policy counts */
+    }
     pthread_cond_init(&g->done_cond, NULL);
-    g->state_max = sizeof(struct mig_header) + sizeof(struct kvm_vcpu_state) + STATE_MAX_BYTES;
+    g->state_max = sizeof(struct mig_header) + sizeof(struct kvm_vcpu_state) + STATE_MAX_BYTES +
+                   DSM_HOST_RECENT * sizeof(uint64_t);
     int dropped = 0;
     g->nmsrs = kvm_saveable_msrs(vm->kvm_fd, g->msr_idx, KVM_VCPU_STATE_MAX_MSRS, &dropped);
     if (g->nmsrs < 0)

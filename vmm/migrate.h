@@ -39,6 +39,8 @@ enum migrate_msg_type {
     VM_T_MIG_STATE = 0x6b, /* old node -> new: arg0 epoch; arg1 see migrate.c; payload a part */
     VM_T_MIG_DONE = 0x6c,  /* new node -> node 0: arg0 epoch; payload struct mig_done */
     VM_T_MIG_FAULTS = 0x6d, /* new node -> node 0, 100 ms later: arg0 epoch; arg1 f10 | f100 << 32 */
+    VM_T_MIG_AFFINITY = 0x6e, /* node -> node 0, each window: arg0 vcpu; payload its DSM
+                               * faults by home node there (uint32 x nodes) */
 };
 
 int migrate_register_types(struct ic_types *t);
@@ -63,7 +65,8 @@ struct mig_done;
 struct event_loop;
 /* Node 0, in vm_run: --trace and the --migrate schedule on its loop. */
 int migrate_start(struct vm *vm, struct event_loop *loop, char *err, size_t n);
-/* On the message loop, every turn: fault counts after arrivals. */
+/* On the message loop, every turn: fault counts after arrivals, and the
+ * affinity policy's reports. */
 void migrate_poll(struct vm *vm);
 /* The downtime summary; closes the trace. */
 void migrate_end(struct vm *vm);

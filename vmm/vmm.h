@@ -91,6 +91,13 @@ struct vm_config {
     uint64_t migrate_mask[4];   /* bit i: vCPU i may be moved; all zero: every vCPU */
     const struct migration_step *migrate_plan; /* --migrate-plan, in time order */
     size_t migrate_plan_n;
+    /* --migrate-policy affinity[,...]: node 0 moves vCPUs towards the node
+     * that serves most of their DSM faults (migration.h). */
+    bool migrate_affinity;
+    struct affinity_cfg affinity;
+    /* --migrate-prefetch N: a vCPU's last N faulted pages (<= 64) go with
+     * its state, and the new node asks for them as the state arrives. */
+    unsigned migrate_prefetch;
     const char *trace;
 };
 

@@ -1,6 +1,8 @@
 /* Unit tests for migration/'s routing table: moves advance the epoch,
  * announcements apply once and in order whatever order they arrive in,
- * earlier epochs are answered from the history, bad ones are refused. */
+ * earlier epochs are answered from the history, bad ones are refused; and
+ * for the affinity policy: it moves a vCPU to its data, once, learns what
+ * a bad move cost and does not flap. */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -92,6 +94,117 @@ START_TEST(plans)
 }
 END_TEST
 
+/* One window: each vCPU's faults by home node (2 nodes), then the
+ * decision, with the move carried out on node_of. */
+static int window(struct affinity *a, uint8_t *node_of, const uint32_t (*f)[2], int *v, int *to)
+{
+    for (int i = 0; i < a->nr_vcpus; i++)
+        affinity_add(a, i, f[i]);
+    int r = affinity_decide(a, node_of, v, to);
+    if (r == 1)
+        node_of[*v] = (uint8_t)*to;
+    return r;
+}
+
+START_TEST(affinity_moves_a_vcpu_to_its_data)
+{
+    struct affinity *a = malloc(sizeof *a);
+    struct affinity_cfg c = AFFINITY_DEFAULTS;
+    ck_assert_int_eq(affinity_init(a, &c, 2, 2), 0);
+    uint8_t node_of[2] = {1, 0}; /* each placed away from its data */
+    const uint32_t f[2][2] = {{3000, 0}, {0, 2000}};
+    int v = -1, to = -1;
+    ck_assert_int_eq(window(a, node_of, f, &v, &to), 1);
+    ck_assert_int_eq(v, 0); /* the larger gain first, one move a window */
+    ck_assert_int_eq(to, 0);
+    ck_assert_int_eq(window(a, node_of, (const uint32_t[2][2]){{0, 0}, {0, 2000}}, &v, &to), 1);
+    ck_assert_int_eq(v, 1);
+    ck_assert_int_eq(to, 1);
+    int moves = 0;
+    for (int w = 0; w < 1000; w++) /* settled: a little sharing on node 0's pages */
+        moves += window(a, node_of, (const uint32_t[2][2]){{0, 0}, {10, 0}}, &v, &to);
+    ck_assert_int_eq(moves, 0);
+    ck_assert_int_eq(node_of[0], 0);
+    ck_assert_int_eq(node_of[1], 1);
+    free(a);
+}
+END_TEST
+
+START_TEST(affinity_learns_a_bad_move)
+{
+    struct affinity *a = malloc(sizeof *a);
+    struct affinity_cfg c = AFFINITY_DEFAULTS;
+    ck_assert_int_eq(affinity_init(a, &c, 1, 2), 0);
+    uint8_t node_of[1] = {1};
+    int v, to, moves = 0;
+    /* On node 1, working on node 1's pages (unseen) and faulting 40 a
+     * window on node 0's: it moves, finds 3000 a window on node 1's pages
+     * from there, goes back, and stays for a long time. */
+    for (int w = 0; w < 300; w++) {
+        uint32_t f[1][2] = {{node_of[0] == 1 ? 40 : 0, node_of[0] == 0 ? 3000 : 0}};
+        moves += window(a, node_of, (const uint32_t(*)[2])f, &v, &to);
+    }
+    ck_assert_int_eq(node_of[0], 1);
+    ck_assert_int_eq(moves, 2);
+    free(a);
+}
+END_TEST
+
+START_TEST(affinity_hysteresis)
+{
+    struct affinity *a = malloc(sizeof *a);
+    struct affinity_cfg c = AFFINITY_DEFAULTS;
+    ck_assert_int_eq(affinity_init(a, &c, 1, 3), 0);
+    uint8_t node_of[1] = {0};
+    int v, to;
+    /* below min_faults */
+    affinity_add(a, 0, (const uint32_t[3]){0, 15, 0});
+    ck_assert_int_eq(affinity_decide(a, node_of, &v, &to), 0);
+    /* node 1 serves 100, node 2 serves 80 that it would still fault on */
+    affinity_add(a, 0, (const uint32_t[3]){0, 100, 80});
+    ck_assert_int_eq(affinity_decide(a, node_of, &v, &to), 0);
+    affinity_add(a, 0, (const uint32_t[3]){0, 200, 80});
+    ck_assert_int_eq(affinity_decide(a, node_of, &v, &to), 1);
+    ck_assert_int_eq(to, 1);
+    node_of[0] = 1;
+    /* dwell: not again for 2 windows, however strong the case */
+    for (int w = 0; w < 2; w++) {
+        affinity_add(a, 0, (const uint32_t[3]){0, 0, 5000});
+        ck_assert_int_eq(affinity_decide(a, node_of, &v, &to), 0);
+    }
+    affinity_add(a, 0, (const uint32_t[3]){0, 0, 5000});
+    ck_assert_int_eq(affinity_decide(a, node_of, &v, &to), 1);
+    ck_assert_int_eq(to, 2);
+    /* a vCPU the caller rules out (node out of range) never moves */
+    node_of[0] = 255;
+    for (int w = 0; w < 10; w++) {
+        affinity_add(a, 0, (const uint32_t[3]){5000, 0, 0});
+        ck_assert_int_eq(affinity_decide(a, node_of, &v, &to), 0);
+    }
+    ck_assert_int_eq(affinity_init(a, &c, 0, 2), -EINVAL);
+    ck_assert_int_eq(affinity_init(a, &c, 2, AFFINITY_MAX_NODES + 1), -EINVAL);
+    free(a);
+}
+END_TEST
+
+START_TEST(affinity_options)
+{
+    struct affinity_cfg c;
+    char err[200];
+    ck_assert_int_eq(affinity_parse("", &c, err, sizeof err), 0);
+    ck_assert_uint_eq(c.window_ms, 100);
+    ck_assert_int_eq(affinity_parse("window=50,min=8,ratio=300,dwell=4", &c, err, sizeof err), 0);
+    ck_assert_uint_eq(c.window_ms, 50);
+    ck_assert_uint_eq(c.min_faults, 8);
+    ck_assert_uint_eq(c.ratio_pct, 300);
+    ck_assert_uint_eq(c.dwell, 4);
+    const char *bad[] = {"window=0", "ratio=50", "speed=3", "min", "min=x", "min=5x",
+                         "window=99999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_int_eq(affinity_parse(bad[i], &c, err, sizeof err), -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("migration");
@@ -101,5 +214,11 @@ int main(void)
     tcase_add_test(t, history_is_bounded);
     tcase_add_test(t, plans);
     suite_add_tcase(s, t);
+    TCase *p = tcase_create("affinity");
+    tcase_add_test(p, affinity_moves_a_vcpu_to_its_data);
+    tcase_add_test(p, affinity_learns_a_bad_move);
+    tcase_add_test(p, affinity_hysteresis);
+    tcase_add_test(p, affinity_options);
+    suite_add_tcase(s, p);
     return run_suite(s);
 }
