@@ -2,6 +2,7 @@
  * checks and benchmarks that start their own ranks, run K copies of this
  * program as ranks of one interconnect, bootstrapped over loopback with a
  * fresh shared secret (see interconnect.h: ic_spawn_local). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -88,10 +89,42 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
+/* The libfabric shm provider keeps each endpoint's region in a file
+ * /dev/shm/PID:N:M that its process unlinks on closing: a node that was
+ * killed (SIGKILL, a crash) leaves its 16 MiB behind (28 of them, 448 MiB,
+ * had piled up on this host). The launcher, which saw the node end, removes
+ * them; mappings other nodes still hold stay valid. */
+static void sweep_shm(pid_t pid)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    char prefix[24];
+    int n = snprintf(prefix, sizeof prefix, "%d:", (int)pid);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, prefix, (size_t)n) && strspn(e->d_name + n, "0123456789:") ==
+                                                          strlen(e->d_name + n))
+            unlinkat(dirfd(d), e->d_name, 0);
+    closedir(d);
+}
+
 /* Waits for every rank; SIGINT, SIGTERM or SIGHUP (blocked in stop) is
  * passed on to the ranks still running, which then get STOP_GRACE_NS to
- * end before SIGKILL. Returns 128+N after signal N, else rank 0's status
- * if it failed, else 1 if another rank did, else 0. */
+ * end before SIGKILL. Once one rank has ended, the machine has: the others
+ * get the dead-peer time (at least 3 s; they end within milliseconds of
+ * each other when the guest powers off) to notice and end, and then SIGKILL (a node stopped with SIGSTOP would otherwise keep the
+ * launcher waiting for ever, its peers long gone). Returns 128+N after
+ * signal N, else rank 0's status if it failed, else 1 if another rank did,
+ * else 0. */
+static uint64_t after_first_exit_ns(void)
+{
+    const char *d = getenv("AMALGAM_DEAD_AFTER_MS");
+    uint64_t dead = d && strtoull(d, NULL, 10) >= 500 ? strtoull(d, NULL, 10) * 1000000ULL
+                                                      : IC_DEAD_NS;
+    return dead > 3000000000ULL ? dead : 3000000000ULL;
+}
+
 static int wait_ranks(pid_t *pids, int nranks, const sigset_t *stop)
 {
     int status = 0, left = 0, sig = 0;
@@ -106,6 +139,9 @@ static int wait_ranks(pid_t *pids, int nranks, const sigset_t *stop)
         while ((p = waitpid(-1, &st, WNOHANG)) > 0)
             for (int i = 0; i < nranks; i++)
                 if (pids[i] == p) {
+                    sweep_shm(p);
+                    if (!kill_at)
+                        kill_at = now_ns() + after_first_exit_ns();
                     int s = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
                     if (s && (i == 0 || !status))
                         status = s;

@@ -88,9 +88,19 @@ static void on_stop(void *ctx, const struct ic_hdr *h, const void *payload)
 {
     struct vm *vm = ctx;
     (void)payload;
-    if (h->arg0 == VM_EXIT_ERROR && !atomic_exchange(&vm->error_taken, true))
-        snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
-                 h->src_rank);
+    /* arg1: the guest's status, and 1 + the node the sender lost (0: none) */
+    int lost = (int)((h->arg1 >> 8) & 0xff) - 1;
+    if (lost >= 0 && lost < vm->nnodes && lost != vm->node && vm->lost_rank < 0)
+        vm->lost_rank = lost; /* the monitor's NODE_LOST, on node 0 too */
+    if (h->arg0 == VM_EXIT_ERROR && !atomic_exchange(&vm->error_taken, true)) {
+        if (lost >= 0 && lost < vm->nnodes)
+            snprintf(vm->error, sizeof vm->error,
+                     "node %d stopped answering (node %d noticed: no heartbeat for %.1f s)", lost,
+                     h->src_rank, ic_dead_after_ns(vm->cfg.ic) / 1e9);
+        else
+            snprintf(vm->error, sizeof vm->error, "node %d failed (its message is above)",
+                     h->src_rank);
+    }
     if (h->arg0 >= VM_EXIT_DEBUG_PORT && h->arg0 <= VM_EXIT_ERROR)
         vm_stop_local(vm, (enum vm_exit_reason)h->arg0, (int)(h->arg1 & 0xff));
 }
@@ -226,5 +236,7 @@ void cluster_broadcast_stop(struct vm *vm)
     for (int n = 0; n < vm->nnodes; n++)
         if (n != vm->node)
             ic_send(vm->cfg.ic, n, VM_T_STOP, (uint64_t)vm->exit_reason,
-                    (uint64_t)(vm->exit_status & 0xff), NULL, 0);
+                    (uint64_t)(vm->exit_status & 0xff) |
+                        (uint64_t)(vm->lost_rank >= 0 ? vm->lost_rank + 1 : 0) << 8,
+                    NULL, 0);
 }

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <x86intrin.h>
 
 #include "clock/clock.h"
 #include "platform/platform.h"
@@ -105,15 +106,42 @@ static const struct bus_dev_ops uart_ops = {uart_dev_read, uart_dev_write, uart_
 
 /* ---- ACPI PM block -------------------------------------------------------- */
 
+/* Guest time, before the PM timer's offset (see struct acpi_pm). */
+static uint64_t pm_raw_ns(struct vm *vm)
+{
+    uint64_t ref = atomic_load(&vm->pm.timer_tsc_ref);
+    if (!ref)
+        return clock_now_ns();
+    uint64_t tsc = __rdtsc();
+    return tsc > ref ? (uint64_t)((unsigned __int128)(tsc - ref) * 1000000ULL /
+                                  vm->pm.timer_tsc_khz) : 0;
+}
+
+uint64_t vm_pm_time_ns(struct vm *vm)
+{
+    return pm_raw_ns(vm) + (uint64_t)atomic_load(&vm->pm.timer_offset_ns);
+}
+
+/* Every node answers it itself: no state but the time. */
+static uint64_t pm_timer_read(void *ctx, void *who, uint64_t port, int size)
+{
+    (void)who, (void)size;
+    uint64_t ticks = (uint64_t)((unsigned __int128)vm_pm_time_ns(ctx) * PLATFORM_PM_TIMER_HZ /
+                                1000000000ULL);
+    return (uint32_t)(ticks & 0xffffff) >> (8 * (port - PM_TMR));
+}
+
+static void pm_timer_write(void *ctx, void *who, uint64_t port, int size, uint64_t val)
+{
+    (void)ctx, (void)who, (void)port, (void)size, (void)val; /* read-only */
+}
+
+static const struct bus_dev_ops pm_timer_ops = {pm_timer_read, pm_timer_write, NULL, NULL, NULL};
+
 static uint64_t pm_read(void *ctx, void *who, uint64_t port, int size)
 {
     struct vm *vm = ctx;
     (void)who, (void)size;
-    if (port >= PM_TMR) {
-        uint64_t ticks =
-            (clock_now_ns() - vm->pm.timer_base_ns) * PLATFORM_PM_TIMER_HZ / 1000000000ULL;
-        return (uint32_t)(ticks & 0xffffff) >> (8 * (port - PM_TMR));
-    }
     if (port == PM1A_CNT || port == PM1A_CNT + 1)
         return port == PM1A_CNT ? PM1_CNT_SCI_EN : 0;
     if (port == PM1A_EVT + 2 || port == PM1A_EVT + 3)
@@ -185,8 +213,7 @@ static void pm_write(void *ctx, void *who, uint64_t port, int size, uint64_t val
 static int pm_save(void *ctx, void *buf, size_t len)
 {
     struct vm *vm = ctx;
-    return state_pm_encode(clock_now_ns() - vm->pm.timer_base_ns, atomic_load(&vm->pm.enable),
-                           buf, len);
+    return state_pm_encode(vm_pm_time_ns(vm), atomic_load(&vm->pm.enable), buf, len);
 }
 
 static int pm_restore(void *ctx, const void *buf, size_t len)
@@ -197,15 +224,14 @@ static int pm_restore(void *ctx, const void *buf, size_t len)
     int r = state_pm_decode(&timer_ns, &enable, buf, len);
     if (r < 0)
         return r;
-    vm->pm.timer_base_ns = clock_now_ns() - timer_ns;
+    atomic_store(&vm->pm.timer_offset_ns, (int64_t)(timer_ns - pm_raw_ns(vm)));
     atomic_store(&vm->pm.enable, enable);
     return 0;
 }
 
 static void pm_reset(void *ctx)
 {
-    struct vm *vm = ctx;
-    vm->pm.timer_base_ns = clock_now_ns();
+    struct vm *vm = ctx; /* the PM timer runs on, as on hardware */
     pthread_mutex_lock(&vm->dev_lock);
     vm->pm.status = 0;
     pthread_mutex_unlock(&vm->dev_lock);
@@ -329,7 +355,8 @@ int vm_register_devices(struct vm *vm)
      * place here (bus.h). */
     const struct bus_dev devs[] = {
         {"uart", 0, BUS_PIO, SIZES_ANY, UART_COM1_PORT, 8, &uart_ops, vm},
-        {"acpi-pm", 0, BUS_PIO, SIZES_ANY, PM1A_EVT, PM_TMR + 4 - PM1A_EVT, &pm_ops, vm},
+        {"acpi-pm", 0, BUS_PIO, SIZES_ANY, PM1A_EVT, PM_TMR - PM1A_EVT, &pm_ops, vm},
+        {"pm-timer", BUS_OWNER_EACH_NODE, BUS_PIO, SIZES_ANY, PM_TMR, 4, &pm_timer_ops, vm},
         {"debug-exit", 0, BUS_PIO, SIZES_ANY, PLATFORM_DEBUG_EXIT_PORT, 1, &debug_exit_ops, vm},
         {"bench", BUS_OWNER_EACH_NODE, BUS_PIO, SIZES_ANY, PLATFORM_BENCH_PORT, 1, &bench_ops, vm},
         {"reset", 0, BUS_PIO, SIZES_ANY, PLATFORM_RESET_PORT, 1, &reset_ctl_ops, vm},

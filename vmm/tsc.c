@@ -44,5 +44,12 @@ int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen)
         v->lapic.clock = clk;
         pthread_mutex_unlock(&v->lock);
     }
+    /* The PM timer follows the guest TSC from now on, from 0 at its 0, on
+     * every node alike (before any vCPU runs). */
+    if (vm->tsc_khz) {
+        vm->pm.timer_tsc_khz = vm->tsc_khz;
+        atomic_store(&vm->pm.timer_offset_ns, 0);
+        atomic_store(&vm->pm.timer_tsc_ref, ref);
+    }
     return 0;
 }

@@ -316,7 +316,7 @@ static int vm_alloc(const struct vm_config *cfg, struct vm **out, char *err, siz
     pthread_mutex_init(&vm->dev_lock, NULL);
     pthread_mutex_init(&vm->pause_lock, NULL);
     pthread_cond_init(&vm->pause_cond, NULL);
-    vm->pm.timer_base_ns = clock_now_ns();
+    atomic_store(&vm->pm.timer_offset_ns, -(int64_t)clock_now_ns()); /* counts from 0 */
     vm->stop_efd = eventfd(0, EFD_CLOEXEC);
     vm->vcpus = calloc((size_t)vm->nr_vcpus, sizeof *vm->vcpus);
     *out = vm;

@@ -75,9 +75,18 @@ struct vcpu {
     uint64_t io_value;
 };
 
-/* The ACPI PM block (devices.c): the PM timer's zero and PM1a enable. */
+/* The ACPI PM block (devices.c). The PM timer counts guest time plus
+ * timer_offset_ns. Guest time is the guest TSC, one timeline on every node
+ * (tsc.c), once the machine's TSC reference is set (timer_tsc_ref: this
+ * host's TSC at guest TSC 0), so every node reads the timer itself,
+ * consistently and without a round trip to node 0 (on 2 nodes Linux had
+ * found forwarded reads "inconsistent" in the nested L1: two reads 60 ms
+ * apart). On one node, without a reference, it is the host's monotonic
+ * clock. */
 struct acpi_pm {
-    uint64_t timer_base_ns;
+    _Atomic int64_t timer_offset_ns;
+    _Atomic uint64_t timer_tsc_ref; /* 0: not set */
+    uint64_t timer_tsc_khz;
     _Atomic uint16_t enable; /* PM1 enable, as written */
     uint16_t status;         /* PM1 status: the power button (under dev_lock) */
 };
@@ -171,6 +180,8 @@ int vcpu_tsc_clock(const struct vm *vm, const struct vcpu *v, struct lapic_clock
 /* Sets every vCPU's TSC to (host TSC - ref) and re-bases the LAPIC clocks;
  * before the vCPU threads start. 0, or -errno with err filled in. */
 int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen);
+/* The PM timer's time in ns (devices.c; see struct acpi_pm). */
+uint64_t vm_pm_time_ns(struct vm *vm);
 
 void vcpu_kick(struct vcpu *v);
 /* In the vCPU's thread, before its state is saved (a pause, a move): a

@@ -661,6 +661,75 @@ static void heartbeat_run(int cpu)
     uprint("heartbeat: %lu beats in %lu s\n", beats, hb_seconds);
 }
 
+/* ---- pmtimer ---------------------------------------------------------------- */
+/* The ACPI PM timer read as Linux checks it (drivers/clocksource/acpi_pm.c):
+ * of two reads in a row the second must not be behind the first. Linux
+ * allows a lower second value only below 0xfff (a wrap just past); here a
+ * wrap is told from a step back by the distance instead (forward less than
+ * half the 24-bit period), because a vCPU thread may lose its core for a
+ * few ms between two reads on this 2-core host, and a wrap then lands
+ * beyond 0xfff (counted, "late wraps"). And across CPUs: a CPU that has
+ * seen another's reading (through memory) reads a value not behind it.
+ * Every node answers the reads itself, so this holds across nodes only if
+ * they share one time base. */
+static uint64_t pm_reads, pm_rounds;
+static volatile uint64_t pm_seq; /* hand-offs so far; turn k is CPU k % ncpus's */
+static volatile uint32_t pm_val; /* what the CPU before read */
+static volatile uint64_t pm_back[MAX_CPUS], pm_late[MAX_CPUS];
+
+static void pmtimer_setup(void)
+{
+    pm_reads = arg_or("reads", 20000);
+    pm_rounds = arg_or("rounds", 200);
+}
+
+static void pmtimer_run(int cpu)
+{
+    uint64_t bad = 0, late = 0;
+    uint32_t b1 = 0, b2 = 0;
+    for (uint64_t i = 0; i < pm_reads; i++) {
+        uint32_t v1 = hb_inl(HB_PM_TMR) & 0xffffff, v2 = hb_inl(HB_PM_TMR) & 0xffffff;
+        if (((v2 - v1) & 0xffffff) >= 0x800000 && !bad++) {
+            b1 = v1;
+            b2 = v2;
+        }
+        late += v2 < v1 && v2 >= 0xfff;
+    }
+    pm_late[cpu] = late;
+    if (bad)
+        ufail(cpu, "pmtimer: behind the read before in %lu of %lu read pairs (first %lx, then "
+              "%lx)", bad, pm_reads, (uint64_t)b1, (uint64_t)b2);
+    ubarrier();
+    uint64_t total = pm_rounds * (uint64_t)ncpus, back = 0;
+    for (uint64_t k = (uint64_t)cpu; k < total && !test_failed; k += (uint64_t)ncpus) {
+        uint64_t t0 = rdtsc();
+        while (pm_seq != k) {
+            if (timed_out(t0, 20)) {
+                ufail(cpu, "pmtimer: hand-off %lu never came", k);
+                break;
+            }
+            cpu_relax();
+        }
+        uint32_t now = hb_inl(HB_PM_TMR) & 0xffffff;
+        if (k > 0 && ((now - pm_val) & 0xffffff) >= 0x800000)
+            back++;
+        pm_val = now;
+        pm_seq = k + 1;
+    }
+    pm_back[cpu] = back;
+    ubarrier();
+    if (cpu != 0 || test_failed)
+        return;
+    uint64_t all = 0, lates = 0;
+    for (int c = 0; c < ncpus; c++)
+        all += pm_back[c], lates += pm_late[c];
+    uprint("pmtimer: %d CPUs, %lu read pairs each (%lu late wraps), %lu hand-offs, %lu behind "
+           "the CPU before\n", ncpus, pm_reads, lates, total, all);
+    if (all != inject)
+        ufail(-1, "pmtimer: %lu of %lu hand-offs read a PM timer behind the one before", all,
+              total);
+}
+
 const struct test tests[] = {
     {"smp-counter", counter_run, counter_setup},
     {"spinlock", lock_run, lock_setup},
@@ -674,5 +743,6 @@ const struct test tests[] = {
     {"bench-vmexit", bench_run, bench_setup},
     {"heartbeat", heartbeat_run, heartbeat_setup},
     {"halt", halt_run, halt_setup},
+    {"pmtimer", pmtimer_run, pmtimer_setup},
     {NULL, NULL, NULL},
 };

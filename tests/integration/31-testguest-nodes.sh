@@ -1,6 +1,6 @@
 # The test guest on a machine spread over node processes: vCPUs on
 # different nodes, memory coherent through the DSM, IPIs and device I/O
-# crossing nodes, TSC consistent across nodes.
+# crossing nodes, TSC and the ACPI PM timer consistent across nodes.
 # kvm: all
 source "$(dirname "$0")/common.bash"
 need_kvm
@@ -32,6 +32,13 @@ for n in 2 4; do
     grep '^tsc:' "$TMP/out" || true
 done
 run_guest tsc 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=tsc rounds=200"
+# The ACPI PM timer, which every node answers itself from the guest TSC:
+# never behind the read before, nor behind another CPU's earlier reading.
+for n in 2 4; do
+    run_guest pmtimer 0 --nodes $n --vcpus 4 --mem 256M --append "test=pmtimer reads=2000 rounds=200"
+    grep '^pmtimer:' "$TMP/out" || true
+done
+run_guest pmtimer-inject 1 --nodes 2 --vcpus 2 --append "test=pmtimer reads=100 rounds=20 inject=1"
 run_guest smp-counter 0 --nodes 2 --vcpus 4 --fabric tcp --append "test=smp-counter iters=1000000"
 run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=ipi rounds=50"
 run_guest nonexistent 1 --nodes 2 --vcpus 2 --append test=nonexistent
