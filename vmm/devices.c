@@ -313,8 +313,16 @@ static void ioapic_dev_write(void *ctx, void *who, uint64_t addr, int size, uint
     struct ioapic_out out = {0};
     (void)who, (void)size;
     pthread_mutex_lock(&vm->dev_lock);
-    ioapic_mmio_write(&vm->ioapic, addr - IOAPIC_DEFAULT_BASE, (uint32_t)val, &out);
+    uint32_t sel = vm->ioapic.ioregsel;
+    int r = ioapic_mmio_write(&vm->ioapic, addr - IOAPIC_DEFAULT_BASE, (uint32_t)val, &out);
     pthread_mutex_unlock(&vm->dev_lock);
+    if (r == -EINVAL)
+        vm_guest_error(vm, GERR_IOAPIC, "wrote %#llx to IOAPIC register %#x (window %#llx), "
+                       "which does not exist or is read-only", (unsigned long long)val, sel,
+                       (unsigned long long)(addr - IOAPIC_DEFAULT_BASE));
+    else if (r == -ERANGE)
+        vm_guest_error(vm, GERR_IOAPIC, "left IOAPIC entry %u unmasked with vector %llu (0-15 "
+                       "are illegal)", (sel - 0x10) / 2, (unsigned long long)(val & 0xff));
     vm_deliver_all(vm, &out);
 }
 

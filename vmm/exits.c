@@ -27,8 +27,10 @@ static void log_unclaimed(struct vm *vm, const struct bus_access *a)
 static bool bus_run(struct vcpu *v, struct bus_access *a)
 {
     int r = bus_access(&v->vm->bus, v, a);
-    if (r == BUS_UNCLAIMED)
+    if (r == BUS_UNCLAIMED) {
+        vm_guest_error(v->vm, GERR_NO_DEVICE, "accessed a port or address with no device");
         log_unclaimed(v->vm, a);
+    }
     if (r >= 0)
         return true;
     const struct bus_dev *d = &v->vm->bus.dev[a->dev];
@@ -61,6 +63,12 @@ int handle_io(struct vcpu *v)
 
 static void apply_lapic_effects(struct vcpu *v, const struct lapic_effects *fx)
 {
+    if (fx->bad_vector)
+        vm_guest_error(v->vm, GERR_IPI_VECTOR, "sent an IPI with vector %u (0-15 are illegal)",
+                       fx->msg.vector);
+    if (fx->bad_mode)
+        vm_guest_error(v->vm, GERR_IPI_MODE, "sent an IPI with reserved delivery mode %u",
+                       fx->msg.delivery);
     if (fx->send)
         vm_deliver(v->vm, &fx->msg);
     if (fx->eoi_vector >= 0)
@@ -81,7 +89,9 @@ static int lapic_mmio(struct vcpu *v, uint64_t off, bool write, uint8_t *data, i
     pthread_mutex_lock(&v->lock);
     if (write) {
         memcpy(&val, data, 4);
-        lapic_mmio_write(&v->lapic, off, val, clock_now_ns(), &fx);
+        if (lapic_mmio_write(&v->lapic, off, val, clock_now_ns(), &fx) < 0)
+            vm_guest_error(v->vm, GERR_LAPIC_REG, "wrote %#x to LAPIC register %#llx, which is "
+                           "reserved or read-only", val, (unsigned long long)off);
     } else {
         lapic_mmio_read(&v->lapic, off, &val, clock_now_ns());
         memcpy(data, &val, 4);
@@ -142,6 +152,9 @@ int handle_wrmsr(struct vcpu *v)
         pthread_mutex_unlock(&v->lock);
     }
     run->msr.error = r < 0;
+    if (r < 0)
+        vm_guest_error(v->vm, GERR_LAPIC_REG, "wrote %#llx to MSR %#x: #GP",
+                       (unsigned long long)run->msr.data, run->msr.index);
     if (r == 0)
         apply_lapic_effects(v, &fx);
     return 0;

@@ -81,8 +81,9 @@ int ioapic_mmio_write(struct ioapic *io, uint64_t offset, uint32_t val, struct i
         return 0;
     }
     if (offset != 0x10)
-        return 0;
+        return -EINVAL;
     uint32_t reg = io->ioregsel & 0xff;
+    int r = 0;
     if (reg == 0x00) {
         io->id = (val >> 24) & 0xf;
     } else if (reg >= 0x10 && reg < 0x10 + 2 * IOAPIC_PINS) {
@@ -98,8 +99,13 @@ int ioapic_mmio_write(struct ioapic *io, uint64_t offset, uint32_t val, struct i
         /* Unmasking a still-asserted level pin delivers it now. */
         if ((r & REDIR_LEVEL) && asserted(io, pin))
             emit(io, pin, out);
+        /* kept, as hardware would (the receiving LAPIC refuses it), but noted */
+        if (!(io->redir[pin] & REDIR_MASKED) && (io->redir[pin] & 0xff) < 16)
+            return -ERANGE;
+    } else {
+        r = -EINVAL; /* read-only (version, arbitration) or no such register */
     }
-    return 0;
+    return r;
 }
 
 int ioapic_set_irq(struct ioapic *io, int pin, int level, struct ioapic_out *out)

@@ -32,7 +32,10 @@ struct ioapic_out {
 };
 
 void ioapic_init(struct ioapic *io, uint32_t id);
-/* offset: 0x00 IOREGSEL, 0x10 IOWIN; 32-bit accesses. */
+/* offset: 0x00 IOREGSEL, 0x10 IOWIN; 32-bit accesses. A write returns
+ * -EINVAL when it was ignored (no such register, or a read-only one) and
+ * -ERANGE when it left an unmasked entry with vector 0-15 (kept, as on
+ * hardware, where the receiving LAPIC refuses it), else 0. */
 int ioapic_mmio_read(struct ioapic *io, uint64_t offset, uint32_t *val);
 int ioapic_mmio_write(struct ioapic *io, uint64_t offset, uint32_t val, struct ioapic_out *out);
 /* A device drives a pin; an edge pin delivers on 0->1, a level pin while high

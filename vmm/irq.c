@@ -24,8 +24,24 @@ void vm_deliver_local(struct vm *vm, const struct apic_msg *m)
     }
 }
 
+/* A physical destination that is no vCPU's APIC id (ids are the vCPU
+ * numbers, numa/machine.c) and not the broadcast one. */
+static bool addresses_nobody(const struct vm *vm, const struct apic_msg *m)
+{
+    if (m->shorthand != APIC_SH_NONE || m->dest_logical)
+        return false;
+    uint32_t d = m->x2apic ? m->dest : m->dest & 0xff;
+    return d >= (uint32_t)vm->nr_vcpus &&
+           d != (m->x2apic ? APIC_BROADCAST_X2 : APIC_BROADCAST_XAPIC);
+}
+
 void vm_deliver(struct vm *vm, const struct apic_msg *m)
 {
+    if (addresses_nobody(vm, m)) {
+        vm_guest_error(vm, GERR_IPI_NOBODY, "sent an interrupt (vector %u) to APIC id %u, "
+                       "which no vCPU has", m->vector, m->dest);
+        return;
+    }
     if (vm->mig)
         migrate_deliver(vm, m); /* several nodes: routed by epoch */
     else

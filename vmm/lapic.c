@@ -309,6 +309,11 @@ static void send_icr(struct lapic *a, uint32_t lo, uint32_t dest, struct lapic_e
     m->x2apic = x2apic(a);
     if ((m->delivery == APIC_DM_FIXED || m->delivery == APIC_DM_LOWEST) && m->vector < 16) {
         a->esr_pending |= ESR_SEND_ILLEGAL;
+        fx->bad_vector = true;
+        return;
+    }
+    if (m->delivery == 3 || m->delivery == 7) { /* reserved; ExtINT is not for IPIs */
+        fx->bad_mode = true;
         return;
     }
     fx->send = true;
@@ -462,10 +467,10 @@ int lapic_mmio_write(struct lapic *a, uint64_t offset, uint32_t val, uint64_t no
     fx->send = false;
     fx->eoi_vector = -1;
     fx->timer_changed = false;
+    fx->bad_vector = fx->bad_mode = false;
     if (x2apic(a) || (offset & 0xf) || offset == REG_SELF_IPI)
-        return 0;
-    write_reg(a, (uint32_t)offset, val, now_ns, fx);
-    return 0;
+        return -EINVAL;
+    return write_reg(a, (uint32_t)offset, val, now_ns, fx);
 }
 
 bool lapic_handles_msr(uint32_t msr)
@@ -522,6 +527,7 @@ int lapic_msr_write(struct lapic *a, uint32_t msr, uint64_t val, uint64_t now_ns
     fx->send = false;
     fx->eoi_vector = -1;
     fx->timer_changed = false;
+    fx->bad_vector = fx->bad_mode = false;
     if (msr == MSR_IA32_APICBASE)
         return write_apic_base(a, val);
     if (msr == MSR_IA32_TSC_DEADLINE) {

@@ -81,6 +81,8 @@ struct lapic_effects {
     struct apic_msg msg;
     int eoi_vector;         /* >= 0: EOI of a level-triggered vector, for the IOAPIC */
     bool timer_changed;     /* the deadline changed: re-arm the host timer */
+    bool bad_vector;        /* an IPI with vector 0-15: not sent (ESR set) */
+    bool bad_mode;          /* an IPI with a reserved delivery mode: not sent */
 };
 
 /* Power-on state. bsp sets APICBASE_BSP. */
@@ -89,7 +91,9 @@ void lapic_init(struct lapic *a, uint32_t apic_id, bool bsp, const struct lapic_
 void lapic_init_reset(struct lapic *a);
 
 /* xAPIC MMIO; offset within the 4 KiB page. Only 32-bit aligned accesses
- * are defined; others read 0 / are ignored. Returns 0. */
+ * are defined; others read 0 / are ignored. A write returns -EINVAL when
+ * it was ignored (a reserved or read-only register, misaligned, or xAPIC
+ * MMIO in x2APIC mode), else 0. */
 int lapic_mmio_read(struct lapic *a, uint64_t offset, uint32_t *val, uint64_t now_ns);
 int lapic_mmio_write(struct lapic *a, uint64_t offset, uint32_t val, uint64_t now_ns,
                      struct lapic_effects *fx);

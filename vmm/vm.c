@@ -533,6 +533,43 @@ static void main_loop(struct vm *vm, struct main_ctx *m)
             break;
 }
 
+static const char *const gerr_names[GERR_COUNT] = {
+    "lapic-register", "ipi-vector", "ipi-mode", "ipi-nobody", "ioapic", "no-device"};
+
+void vm_guest_error(struct vm *vm, enum guest_error kind, const char *fmt, ...)
+{
+    uint64_t n = atomic_fetch_add(&vm->guest_errors[kind], 1) + 1;
+    if (kind == GERR_NO_DEVICE)
+        return; /* Linux probes for legacy ports: exits.c logs them with -v */
+    uint64_t p = 10;
+    while (p < n && p <= UINT64_MAX / 10)
+        p *= 10;
+    if (n > 3 && n != p)
+        return;
+    char what[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "amalgam node %d: the guest %s: ignored (%s #%llu)\n", vm->node, what,
+            gerr_names[kind], (unsigned long long)n);
+}
+
+/* One line at the end of the run, if the guest did anything of the kind. */
+static void report_guest_errors(struct vm *vm)
+{
+    char line[256] = "";
+    size_t len = 0;
+    for (int k = 0; k < GERR_COUNT; k++) {
+        uint64_t n = atomic_load(&vm->guest_errors[k]);
+        if (n && len < sizeof line)
+            len += (size_t)snprintf(line + len, sizeof line - len, "%s%s %llu", len ? ", " : "",
+                                    gerr_names[k], (unsigned long long)n);
+    }
+    if (len)
+        fprintf(stderr, "amalgam node %d: guest accesses ignored: %s\n", vm->node, line);
+}
+
 int vm_run(struct vm *vm)
 {
     sigset_t block;
@@ -575,6 +612,7 @@ int vm_run(struct vm *vm)
         atomic_store(&vm->vcpus[i].thread_started, false);
     }
     atomic_store(&vm->vcpus_joined, true);
+    report_guest_errors(vm);
     if (vm->cfg.ic)
         cluster_stop(vm);
     if (vm->cfg.hooks.detach)

@@ -75,6 +75,23 @@ struct vcpu {
     uint64_t io_value;
 };
 
+/* What a guest did that the machine ignores, as hardware would, or refuses
+ * (docs/reliability.md): counted per kind; the first 3 of a kind and then
+ * the 10th, 100th, ... are logged, and each node prints its counts at the
+ * end of the run. A guest cannot crash the VMM or flood its log. */
+enum guest_error {
+    GERR_LAPIC_REG,  /* a write to a reserved or read-only LAPIC register (#GP for MSRs) */
+    GERR_IPI_VECTOR, /* an IPI with vector 0-15 (the LAPIC's "send illegal vector") */
+    GERR_IPI_MODE,   /* an IPI with a reserved delivery mode: dropped */
+    GERR_IPI_NOBODY, /* an interrupt to an APIC id no vCPU has: dropped */
+    GERR_IOAPIC,     /* an IOAPIC register that does not exist or is read-only, or an entry with vector 0-15 */
+    GERR_NO_DEVICE,  /* a port or MMIO access no device claims (reads all-ones; logged with -v) */
+    GERR_COUNT
+};
+struct vm;
+void vm_guest_error(struct vm *vm, enum guest_error kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* The ACPI PM block (devices.c). The PM timer counts guest time plus
  * timer_offset_ns. Guest time is the guest TSC, one timeline on every node
  * (tsc.c), once the machine's TSC reference is set (timer_tsc_ref: this
@@ -134,6 +151,7 @@ struct vm {
 
     _Atomic uint64_t emul_count[EMUL_KIND_COUNT];
     _Atomic uint32_t unknown_port_logged;
+    _Atomic uint64_t guest_errors[GERR_COUNT]; /* vm_guest_error */
 
     struct vm_bench_samples *bench;
 

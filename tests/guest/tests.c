@@ -730,6 +730,115 @@ static void pmtimer_run(int cpu)
               total);
 }
 
+/* ---- hostile ---------------------------------------------------------------- */
+/* What a buggy or malicious guest may do to the machine's devices and
+ * APICs (docs/reliability.md): every CPU writes random values to the
+ * device ports (but not to the power, reset and exit controls, which do
+ * what they should) and to ports no device has, to reserved and read-only
+ * LAPIC registers and misaligned ones, sends IPIs with illegal vectors,
+ * reserved delivery modes and to APIC ids nobody has, floods NMIs and
+ * IPIs, and fills the IOAPIC with nonsense (active high on pins no device
+ * drives, so nothing fires, and pin 4, the UART's, masked). The machine
+ * must keep going, count each kind and print the counts; then the same
+ * guest runs smp-counter, which must pass. */
+static uint64_t hostile_rounds;
+
+static void hostile_setup(void)
+{
+    hostile_rounds = arg_or("rounds", 200);
+    counter_setup();
+}
+
+static uint64_t hrand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void hostile_out(uint16_t port, int bytes, uint64_t v)
+{
+    svc(SVC_PIO_OUT, port | (uint64_t)bytes << 16, v);
+}
+
+static void hostile_ports(uint64_t *s)
+{
+    static const uint16_t uart_regs[] = {1, 2, 7}; /* IER, FCR, scratch */
+    for (uint64_t r = 0; r < hostile_rounds; r++) {
+        int bytes = 1 << (hrand(s) % 3);
+        uint16_t port = (uint16_t)(0x100 + hrand(s) % 0x400); /* below 0x501 (exit): no device */
+        if (port < 0x3f8 || port > 0x3ff) {
+            hostile_out(port, bytes, hrand(s));
+            (void)svc(SVC_PIO_IN, port | (uint64_t)bytes << 16, 0);
+        }
+        hostile_out(0x3f8 + uart_regs[hrand(s) % 3], 1, hrand(s) & 0xff);
+        hostile_out(0x600 + (uint16_t)(hrand(s) % 4), 1, hrand(s) & 0xff); /* PM1 status, enable */
+        hostile_out(0x605, 1, hrand(s) & 0xdf & ~0x1c); /* PM1 control, no SLP_EN or sleep type */
+        hostile_out(0x608 + (uint16_t)(hrand(s) % 4), 1, hrand(s)); /* PM timer: read-only */
+        hostile_out(0x80, 1, hrand(s)); /* POST */
+    }
+    hostile_out(0x3f9, 1, 0); /* the UART as lib.c left it: no interrupts */
+    hostile_out(0x602, 2, 0); /* PM1 enable: nothing */
+}
+
+static void hostile_lapic(int cpu, uint64_t *s)
+{
+    static const uint16_t ro[] = {0x000, 0x010, 0x030, 0x040, 0x050, 0x060, 0x070, 0x090,
+                                  0x0a0, 0x0c0, 0x100, 0x180, 0x200, 0x270, 0x390, 0x3a0,
+                                  0x3b0, 0x3c0, 0x3d0, 0x3f0};
+    for (uint64_t r = 0; r < hostile_rounds; r++) {
+        L(ro[hrand(s) % (sizeof ro / sizeof ro[0])]) = (uint32_t)hrand(s);
+        *(volatile uint32_t *)((uintptr_t)LAPIC + 0x304 + 4 * (hrand(s) % 3)) =
+            (uint32_t)hrand(s); /* misaligned: ignored */
+        uint32_t nobody = (uint32_t)ncpus + (uint32_t)(hrand(s) % (0xfe - (uint64_t)ncpus));
+        L(0x310) = nobody << 24; /* fixed, to an APIC id nobody has */
+        L(0x300) = 0x50;
+        L(0x310) = cpus[(cpu + 1) % ncpus].apic_id << 24;
+        L(0x300) = (uint32_t)(hrand(s) % 16); /* fixed, illegal vector */
+        L(0x300) = 0x50 | (hrand(s) % 2 ? 3u : 7u) << 8; /* reserved, ExtINT */
+        L(0x300) = 4u << 8 | 3u << 18; /* NMI to all but self: counted by them */
+    }
+    L(0x280) = 0; /* ESR: takes the illegal-vector bits and clears them */
+}
+
+static void hostile_ioapic(uint64_t *s)
+{
+    for (uint64_t r = 0; r < hostile_rounds; r++) {
+        uint32_t pin = (uint32_t)(hrand(s) % 24);
+        uint32_t lo = (uint32_t)hrand(s) & ~(1u << 13); /* active high: undriven pins stay low */
+        if (pin == IOAPIC_UART_PIN)
+            lo |= 1u << 16;
+        IOAPIC[0] = 0x11 + 2 * pin;
+        IOAPIC[4] = (uint32_t)hrand(s);
+        IOAPIC[0] = 0x10 + 2 * pin;
+        IOAPIC[4] = lo;
+        IOAPIC[0] = (uint32_t)hrand(s) & 0xff; /* any register, most of them none */
+        IOAPIC[4] = (uint32_t)hrand(s);
+        IOAPIC[(hrand(s) % 4) + 1] = (uint32_t)hrand(s); /* beside the two windows */
+    }
+}
+
+static void hostile_run(int cpu)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ULL * (uint64_t)(cpu + 1);
+    hostile_ports(&s);
+    hostile_lapic(cpu, &s);
+    if (cpu == 0)
+        hostile_ioapic(&s);
+    ubarrier();
+    if (cpu == 0) { /* every entry masked again: the machine as it was */
+        for (uint32_t pin = 0; pin < 24; pin++) {
+            IOAPIC[0] = 0x10 + 2 * pin;
+            IOAPIC[4] = 1u << 16;
+        }
+        uprint("hostile: %lu rounds a CPU; %lu NMIs taken by CPU 1\n", hostile_rounds,
+               ncpus > 1 ? cpus[1].nmis : 0);
+    }
+    ubarrier();
+    counter_run(cpu);
+}
+
 const struct test tests[] = {
     {"smp-counter", counter_run, counter_setup},
     {"spinlock", lock_run, lock_setup},
@@ -744,5 +853,6 @@ const struct test tests[] = {
     {"heartbeat", heartbeat_run, heartbeat_setup},
     {"halt", halt_run, halt_setup},
     {"pmtimer", pmtimer_run, pmtimer_setup},
+    {"hostile", hostile_run, hostile_setup},
     {NULL, NULL, NULL},
 };

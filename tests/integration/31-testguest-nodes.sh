@@ -38,7 +38,7 @@ for n in 2 4; do
     run_guest pmtimer 0 --nodes $n --vcpus 4 --mem 256M --append "test=pmtimer reads=2000 rounds=200"
     grep '^pmtimer:' "$TMP/out" || true
 done
-run_guest pmtimer-inject 1 --nodes 2 --vcpus 2 --append "test=pmtimer reads=100 rounds=20 inject=1"
+run_guest pmtimer 1 --nodes 2 --vcpus 2 --append "test=pmtimer reads=100 rounds=20 inject=1"
 run_guest smp-counter 0 --nodes 2 --vcpus 4 --fabric tcp --append "test=smp-counter iters=1000000"
 run_guest ipi 0 --nodes 2 --vcpus 4 --placement 0,1,1,0 --append "test=ipi rounds=50"
 run_guest nonexistent 1 --nodes 2 --vcpus 2 --append test=nonexistent
