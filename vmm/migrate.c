@@ -255,6 +255,7 @@ static void applied(struct vm *vm, uint64_t epoch, int v, int node)
     if (from == vm->node && node != vm->node) {
         c->leave_epoch = epoch;
         atomic_store(&c->leave_to, node);
+        vcpu_set_guest_sched(c, false); /* its leaving is downtime */
         vcpu_kick(c);
     }
     if (node == vm->node) {

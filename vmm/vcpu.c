@@ -332,7 +332,9 @@ static void run_loop(struct vcpu *v)
             continue;
         }
         if (vm->mig && v->sm.state == VCPU_GONE) { /* runs elsewhere: wait until it comes */
-            migrate_wait_arrival(v);
+            vcpu_set_guest_sched(v, false);
+            if (migrate_wait_arrival(v) == 0)
+                vcpu_set_guest_sched(v, true);
             continue;
         }
         if (v->sm.state == VCPU_WAIT_SIPI) {
@@ -384,6 +386,18 @@ static void apply_sched(struct vcpu *v)
     if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0 && v->id == 0)
         fprintf(stderr, "amalgam: vCPU threads keep the normal scheduling policy (SCHED_IDLE "
                 "refused: %s); nodes sharing cores will be slower\n", strerror(errno));
+    else
+        atomic_store(&v->sched_guest, true);
+}
+
+void vcpu_set_guest_sched(struct vcpu *v, bool guest)
+{
+    int64_t tid = atomic_load(&v->tid);
+    if (v->vm->cfg.vcpu_sched != VCPU_SCHED_IDLE || tid <= 0 ||
+        atomic_exchange(&v->sched_guest, guest) == guest)
+        return;
+    struct sched_param sp = {0};
+    sched_setscheduler((pid_t)tid, guest ? SCHED_IDLE : SCHED_OTHER, &sp); /* best effort */
 }
 
 void *vcpu_thread(void *arg)

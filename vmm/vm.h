@@ -64,6 +64,7 @@ struct vcpu {
     unsigned post_count;
 
     _Atomic int64_t tid;     /* its host thread, once started (the monitor) */
+    _Atomic bool sched_guest; /* under the guest's policy now (vcpu_set_guest_sched) */
     _Atomic int leave_to;    /* a move asked: the node to go to; -1 none (migrate.c) */
     uint64_t leave_epoch;
     _Atomic uint64_t exits;  /* KVM_RUN returns (the monitor) */
@@ -202,6 +203,11 @@ int vm_set_tsc_reference(struct vm *vm, uint64_t ref, char *err, size_t errlen);
 uint64_t vm_pm_time_ns(struct vm *vm);
 
 void vcpu_kick(struct vcpu *v);
+/* --vcpu-sched idle: a vCPU thread runs the guest under SCHED_IDLE, but
+ * leaves and arrives (a move is downtime) and waits parked at the normal
+ * policy; under SCHED_IDLE its thread waited for a free core at both ends
+ * of a move. Any thread may call it for any vCPU. */
+void vcpu_set_guest_sched(struct vcpu *v, bool guest);
 /* In the vCPU's thread, before its state is saved (a pause, a move): a
  * running vCPU's last exit is completed; before: "pausing", "moving". */
 void vcpu_finish_exit(struct vcpu *v, const char *before);

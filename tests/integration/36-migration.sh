@@ -4,7 +4,8 @@
 # once per round); the
 # BSP moved back and forth 1,000 times; a move asked through the monitor
 # (VCPU_MIGRATED), to a node that does not exist (refused, the vCPU runs on
-# where it was); the --trace lines; --migrate-policy affinity moving vCPUs
+# where it was); IPIs to a vCPU moving every ms, each arriving once; the
+# --trace lines; --migrate-policy affinity moving vCPUs
 # to their data, once.
 # kvm: all
 source "$(dirname "$0")/common.bash"
@@ -23,6 +24,11 @@ for t in "smp-counter iters=1000000" "spinlock iters=20000" "ipi rounds=50" time
 done
 [ $total -ge 100 ] && ok "$total vCPU moves in all while the tests ran" ||
     fail "only $total vCPU moves while the tests ran (every $EVERY ms)"
+
+# IPIs in flight to a vCPU that moves every millisecond: vCPU 1 alone moves,
+# and every IPI between the two must arrive exactly once.
+run_guest ipi 0 --nodes 2 --vcpus 2 --mem 256M --migrate every=$SLOW,vcpus=1 --append "test=ipi rounds=50"
+echo "   $(moves) moves of vCPU 1 while IPIs flew: $(grep -o 'downtime p50.*' "$TMP/err" | tail -1)"
 
 # The BSP, back and forth 1,000 times while it keeps the heartbeat; the run
 # is ended (SIGTERM) once the trace has them.
