@@ -112,8 +112,10 @@ static void sweep_shm(pid_t pid)
 /* Waits for every rank; SIGINT, SIGTERM or SIGHUP (blocked in stop) is
  * passed on to the ranks still running, which then get STOP_GRACE_NS to
  * end before SIGKILL. Once one rank has ended, the machine has: the others
- * get the dead-peer time (at least 3 s; they end within milliseconds of
- * each other when the guest powers off) to notice and end, and then SIGKILL (a node stopped with SIGSTOP would otherwise keep the
+ * get twice the dead-peer time and 3 s (they end within milliseconds of
+ * each other when the guest powers off; a lost node they notice after the
+ * dead-peer time, and a grace of just that killed them, silent, in the
+ * nested L1) to notice and end, and then SIGKILL (a node stopped with SIGSTOP would otherwise keep the
  * launcher waiting for ever, its peers long gone). Returns 128+N after
  * signal N, else rank 0's status if it failed, else 1 if another rank did,
  * else 0. */
@@ -122,7 +124,7 @@ static uint64_t after_first_exit_ns(void)
     const char *d = getenv("AMALGAM_DEAD_AFTER_MS");
     uint64_t dead = d && strtoull(d, NULL, 10) >= 500 ? strtoull(d, NULL, 10) * 1000000ULL
                                                       : IC_DEAD_NS;
-    return dead > 3000000000ULL ? dead : 3000000000ULL;
+    return 2 * dead + 3000000000ULL; /* past the time the others take to notice the loss */
 }
 
 static int wait_ranks(pid_t *pids, int nranks, const sigset_t *stop)
