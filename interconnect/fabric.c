@@ -257,10 +257,7 @@ static int fabric_open(const struct ic_config *c, struct fabric **out, char *err
     ic->cfg = *c;
     ic->wait_fd = -1;
     ic->dead = -1;
-    ic->dead_ns = IC_DEAD_NS;
-    const char *d = getenv("AMALGAM_DEAD_AFTER_MS");
-    if (d && strtoull(d, NULL, 10) >= 500)
-        ic->dead_ns = strtoull(d, NULL, 10) * 1000000ULL;
+    ic->dead_ns = ic_dead_after_env_ns();
     pthread_mutex_init(&ic->lock, NULL);
     r = get_info(ic, pick_provider(c), err, errlen);
     if (r < 0)

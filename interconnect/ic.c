@@ -109,6 +109,12 @@ uint64_t ic_unhandled(const struct ic *ic)
 int ic_tick(struct ic *ic, uint64_t now_ns) { return ic->ops->tick(ic->t, now_ns); }
 int ic_dead_rank(const struct ic *ic) { return ic->ops->dead_rank(ic->t); }
 uint64_t ic_dead_after_ns(const struct ic *ic) { return ic->ops->dead_after_ns(ic->t); }
+
+uint64_t ic_dead_after_env_ns(void)
+{
+    const char *d = getenv("AMALGAM_DEAD_AFTER_MS");
+    return d && strtoull(d, NULL, 10) >= 500 ? strtoull(d, NULL, 10) * 1000000ULL : IC_DEAD_NS;
+}
 int ic_fd(struct ic *ic) { return ic->ops->fd(ic->t); }
 const struct ic_stats *ic_stats(const struct ic *ic) { return ic->ops->stats(ic->t); }
 

@@ -161,6 +161,9 @@ int ic_dead_rank(const struct ic *ic);
  * AMALGAM_DEAD_AFTER_MS: for hosts so slow, e.g. emulated, that a live
  * peer can be silent longer). */
 uint64_t ic_dead_after_ns(const struct ic *ic);
+/* The same, as this process's environment sets it (no ic needed: the
+ * launcher, which waits for nodes, reads it too). */
+uint64_t ic_dead_after_env_ns(void);
 /* Clock offsets between hosts, Cristian's way, on the TSC: a probe asks a
  * peer for its TSC; an answer that left the peer at its TSC t1, for a
  * probe sent at local t0 and answered at local t2, says the peer's TSC

@@ -121,10 +121,7 @@ static void sweep_shm(pid_t pid)
  * else 0. */
 static uint64_t after_first_exit_ns(void)
 {
-    const char *d = getenv("AMALGAM_DEAD_AFTER_MS");
-    uint64_t dead = d && strtoull(d, NULL, 10) >= 500 ? strtoull(d, NULL, 10) * 1000000ULL
-                                                      : IC_DEAD_NS;
-    return 2 * dead + 3000000000ULL; /* past the time the others take to notice the loss */
+    return 2 * ic_dead_after_env_ns() + 3000000000ULL; /* past when the others notice a loss */
 }
 
 static int wait_ranks(pid_t *pids, int nranks, const sigset_t *stop)
