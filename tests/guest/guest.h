@@ -135,6 +135,15 @@ static inline uint64_t svc(uint64_t nr, uint64_t a, uint64_t b)
     __asm__ volatile("ud2" : "=a"(ret) : "a"(nr), "D"(a), "S"(b) : "memory");
     return ret;
 }
+/* Port I/O from user mode, through the kernel's service (1, 2 or 4 bytes). */
+static inline uint64_t upio_in(uint16_t port, int bytes)
+{
+    return svc(SVC_PIO_IN, port | (uint64_t)bytes << 16, 0);
+}
+static inline void upio_out(uint16_t port, int bytes, uint64_t v)
+{
+    svc(SVC_PIO_OUT, port | (uint64_t)bytes << 16, v);
+}
 void ubarrier(void);
 void ufail(int cpu, const char *fmt, ...);
 void uprint(const char *fmt, ...);

@@ -601,17 +601,16 @@ static void bench_run(int cpu)
 #define HB_PM_TMR 0x608
 #define HB_PWRBTN 0x0100
 
-static uint16_t hb_inw(uint16_t port)
+/* The ACPI PM timer's 24 bits. */
+static uint32_t pm_timer(void)
 {
-    return (uint16_t)svc(SVC_PIO_IN, port | 2u << 16, 0);
+    return (uint32_t)upio_in(HB_PM_TMR, 4) & 0xffffff;
 }
-static void hb_outw(uint16_t port, uint16_t v)
+/* Whether a 24-bit PM-timer reading is behind an earlier one: a wrap is
+ * forward by less than half the period. */
+static bool pm_behind(uint32_t now, uint32_t before)
 {
-    svc(SVC_PIO_OUT, port | 2u << 16, v);
-}
-static uint32_t hb_inl(uint16_t port)
-{
-    return (uint32_t)svc(SVC_PIO_IN, port | 4u << 16, 0);
+    return ((now - before) & 0xffffff) >= 0x800000;
 }
 
 static uint64_t hb_seconds;
@@ -634,12 +633,12 @@ static void heartbeat_run(int cpu)
                 cpu_relax();
         return;
     }
-    hb_outw(HB_PM1_EVT + 2, HB_PWRBTN); /* PM1 enable: the power button */
-    uint32_t last = hb_inl(HB_PM_TMR) & 0xffffff;
+    upio_out(HB_PM1_EVT + 2, 2, HB_PWRBTN); /* PM1 enable: the power button */
+    uint32_t last = pm_timer();
     uint64_t ticks = 0, next = 0, beats = 0;
     bool button = false;
     while (ticks < hb_seconds * 3579545ULL) {
-        uint32_t now = hb_inl(HB_PM_TMR) & 0xffffff;
+        uint32_t now = pm_timer();
         ticks += (now - last) & 0xffffff;
         last = now;
         if (ticks >= next) {
@@ -647,8 +646,8 @@ static void heartbeat_run(int cpu)
             hb_beat = beats;
             next += 357954; /* 100 ms */
         }
-        if (hb_inw(HB_PM1_EVT) & HB_PWRBTN) {
-            hb_outw(HB_PM1_EVT, HB_PWRBTN); /* a 1 clears the status */
+        if (upio_in(HB_PM1_EVT, 2) & HB_PWRBTN) {
+            upio_out(HB_PM1_EVT, 2, HB_PWRBTN); /* a 1 clears the status */
             button = true;
             break;
         }
@@ -656,7 +655,7 @@ static void heartbeat_run(int cpu)
     hb_done = 1;
     if (button) {
         uprint("heartbeat: power button pressed after %lu beats: powering off\n", beats);
-        hb_outw(HB_PM1_CNT, (5 << 10) | 0x2000); /* SLP_TYP 5 (S5), SLP_EN */
+        upio_out(HB_PM1_CNT, 2, (5 << 10) | 0x2000); /* SLP_TYP 5 (S5), SLP_EN */
     }
     uprint("heartbeat: %lu beats in %lu s\n", beats, hb_seconds);
 }
@@ -688,8 +687,8 @@ static void pmtimer_run(int cpu)
     uint64_t bad = 0, late = 0;
     uint32_t b1 = 0, b2 = 0;
     for (uint64_t i = 0; i < pm_reads; i++) {
-        uint32_t v1 = hb_inl(HB_PM_TMR) & 0xffffff, v2 = hb_inl(HB_PM_TMR) & 0xffffff;
-        if (((v2 - v1) & 0xffffff) >= 0x800000 && !bad++) {
+        uint32_t v1 = pm_timer(), v2 = pm_timer();
+        if (pm_behind(v2, v1) && !bad++) {
             b1 = v1;
             b2 = v2;
         }
@@ -710,8 +709,8 @@ static void pmtimer_run(int cpu)
             }
             cpu_relax();
         }
-        uint32_t now = hb_inl(HB_PM_TMR) & 0xffffff;
-        if (k > 0 && ((now - pm_val) & 0xffffff) >= 0x800000)
+        uint32_t now = pm_timer();
+        if (k > 0 && pm_behind(now, pm_val))
             back++;
         pm_val = now;
         pm_seq = k + 1;
@@ -757,11 +756,6 @@ static uint64_t hrand(uint64_t *s)
     return *s;
 }
 
-static void hostile_out(uint16_t port, int bytes, uint64_t v)
-{
-    svc(SVC_PIO_OUT, port | (uint64_t)bytes << 16, v);
-}
-
 static void hostile_ports(uint64_t *s)
 {
     static const uint16_t uart_regs[] = {1, 2, 7}; /* IER, FCR, scratch */
@@ -769,17 +763,17 @@ static void hostile_ports(uint64_t *s)
         int bytes = 1 << (hrand(s) % 3);
         uint16_t port = (uint16_t)(0x100 + hrand(s) % 0x400); /* below 0x501 (exit): no device */
         if (port < 0x3f8 || port > 0x3ff) {
-            hostile_out(port, bytes, hrand(s));
-            (void)svc(SVC_PIO_IN, port | (uint64_t)bytes << 16, 0);
+            upio_out(port, bytes, hrand(s));
+            (void)upio_in(port, bytes);
         }
-        hostile_out(0x3f8 + uart_regs[hrand(s) % 3], 1, hrand(s) & 0xff);
-        hostile_out(0x600 + (uint16_t)(hrand(s) % 4), 1, hrand(s) & 0xff); /* PM1 status, enable */
-        hostile_out(0x605, 1, hrand(s) & 0xdf & ~0x1c); /* PM1 control, no SLP_EN or sleep type */
-        hostile_out(0x608 + (uint16_t)(hrand(s) % 4), 1, hrand(s)); /* PM timer: read-only */
-        hostile_out(0x80, 1, hrand(s)); /* POST */
+        upio_out(0x3f8 + uart_regs[hrand(s) % 3], 1, hrand(s) & 0xff);
+        upio_out(0x600 + (uint16_t)(hrand(s) % 4), 1, hrand(s) & 0xff); /* PM1 status, enable */
+        upio_out(0x605, 1, hrand(s) & 0xdf & ~0x1c); /* PM1 control, no SLP_EN or sleep type */
+        upio_out(0x608 + (uint16_t)(hrand(s) % 4), 1, hrand(s)); /* PM timer: read-only */
+        upio_out(0x80, 1, hrand(s)); /* POST */
     }
-    hostile_out(0x3f9, 1, 0); /* the UART as lib.c left it: no interrupts */
-    hostile_out(0x602, 2, 0); /* PM1 enable: nothing */
+    upio_out(0x3f9, 1, 0); /* the UART as lib.c left it: no interrupts */
+    upio_out(0x602, 2, 0); /* PM1 enable: nothing */
 }
 
 static void hostile_lapic(int cpu, uint64_t *s)
