@@ -531,6 +531,7 @@ void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r)
     r->stats = h->eng.stats;
     r->cached = h->eng.cached;
     r->uffd_events = h->uffd_events;
+    r->prefetches = h->prefetches;
     r->hold_window_ns = dsm_hold_base_ns(&h->eng);
     r->read_only_sharing = h->continue_wp;
 }

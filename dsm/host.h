@@ -135,6 +135,7 @@ struct dsm_host_report {
     struct dsm_stats stats;
     uint64_t cached;        /* copies of other nodes' pages held */
     uint64_t uffd_events;
+    uint64_t prefetches; /* pages asked for by dsm_host_prefetch */
     uint64_t hold_window_ns;
     bool read_only_sharing; /* see continue_wp */
 };

@@ -112,13 +112,13 @@ static void sweep_shm(pid_t pid)
 /* Waits for every rank; SIGINT, SIGTERM or SIGHUP (blocked in stop) is
  * passed on to the ranks still running, which then get STOP_GRACE_NS to
  * end before SIGKILL. Once one rank has ended, the machine has: the others
- * get twice the dead-peer time and 3 s (they end within milliseconds of
- * each other when the guest powers off; a lost node they notice after the
- * dead-peer time, and a grace of just that killed them, silent, in the
- * nested L1) to notice and end, and then SIGKILL (a node stopped with SIGSTOP would otherwise keep the
- * launcher waiting for ever, its peers long gone). Returns 128+N after
- * signal N, else rank 0's status if it failed, else 1 if another rank did,
- * else 0. */
+ * get twice the dead-peer time and 3 s to notice and end (they end within
+ * milliseconds of each other when the guest powers off; a lost node they
+ * notice after the dead-peer time, and a grace of just that killed them,
+ * silent, in the nested L1), and then SIGKILL (a node stopped with SIGSTOP
+ * would otherwise keep the launcher waiting for ever, its peers long gone).
+ * Returns 128+N after signal N, else rank 0's status if it failed, else 1
+ * if another rank did, else 0. */
 static uint64_t after_first_exit_ns(void)
 {
     return 2 * ic_dead_after_env_ns() + 3000000000ULL; /* past when the others notice a loss */

@@ -88,11 +88,12 @@ struct vm_migration {
      * may come back within 100 ms, and each arrival has its own count) */
     pthread_mutex_t follow_lock;
     struct follow follow[FOLLOW_MAX];
-    _Atomic int nfollow; /* + the vCPUs with pages to prefetch */
+    _Atomic int nfollow;
     /* --migrate-prefetch: pages an arrived vCPU touched last where it
      * was, asked for by the message loop once it runs here (follow_lock) */
     uint64_t prefetch[VMM_MAX_VCPUS][DSM_HOST_RECENT];
     uint32_t nprefetch[VMM_MAX_VCPUS];
+    _Atomic int nprefetching; /* vCPUs with a list waiting */
     /* node 0: --trace, the downtimes so far, the --migrate schedule */
     pthread_mutex_t trace_lock;
     struct pending_line pending[PENDING_LINES];
@@ -492,7 +493,7 @@ static int restore(struct vcpu *v, const struct arrival *a, struct mig_header *h
         memcpy(g->prefetch[v->id], a->buf + sizeof *hd + hd->kvm_len + hd->lapic_len,
                hd->nprefetch * sizeof(uint64_t));
         if (!g->nprefetch[v->id])
-            atomic_fetch_add(&g->nfollow, 1); /* wakes migrate_poll's work */
+            atomic_fetch_add(&g->nprefetching, 1);
         g->nprefetch[v->id] = hd->nprefetch;
         pthread_mutex_unlock(&g->follow_lock);
     }
@@ -771,7 +772,7 @@ void migrate_poll(struct vm *vm)
         return;
     if (vm->cfg.migrate_affinity)
         affinity_report(vm);
-    if (!atomic_load(&g->nfollow))
+    if (!atomic_load(&g->nfollow) && !atomic_load(&g->nprefetching))
         return;
     uint64_t now = clock_now_ns();
     pthread_mutex_lock(&g->follow_lock);
@@ -780,7 +781,7 @@ void migrate_poll(struct vm *vm)
             if (vm->dsm)
                 dsm_host_prefetch(vm->dsm, g->prefetch[v], (int)g->nprefetch[v]);
             g->nprefetch[v] = 0;
-            atomic_fetch_sub(&g->nfollow, 1);
+            atomic_fetch_sub(&g->nprefetching, 1);
         }
     for (int i = 0; i < FOLLOW_MAX; i++) {
         struct follow *f = &g->follow[i];
