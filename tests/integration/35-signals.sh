@@ -5,28 +5,16 @@
 # kvm: all
 source "$(dirname "$0")/common.bash"
 need_kvm
-nodes_of_run() { # LAUNCHER_PID: its node processes still alive
-    pgrep -P "$1" 2>/dev/null | wc -l
-}
-start() {
-    "$AMALGAM" run --kernel "$GUEST" --nodes 2 --vcpus 2 \
-        --append "test=heartbeat seconds=$((120 * SLOW))" >"$TMP/out" 2>"$TMP/err" &
-    run=$!
-    for _ in $(seq $((100 * SLOW))); do
-        [ "$(grep -c '^heartbeat ' "$TMP/out")" -ge 3 ] && break
-        sleep 0.1
-    done
-    kids=$(pgrep -P $run | tr '\n' ' ')
-}
+start() { start_heartbeat 2 2 $((120 * SLOW)); }
 gone_within() { # SECONDS PIDS...: 0 if every pid has ended in time; prints the time
-    local limit=$1 t0=$SECONDS alive
+    local limit=$1 t0=$SECONDS running
     shift
     while :; do
-        alive=0
-        for p in "$@"; do # a zombie has ended: only its new parent has not reaped it
-            [ -r /proc/$p/stat ] && [ "$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)" != Z ] && alive=1
+        running=0
+        for p in "$@"; do
+            alive "$p" && running=1
         done
-        [ $alive -eq 0 ] && return 0
+        [ $running -eq 0 ] && return 0
         [ $((SECONDS - t0)) -ge "$limit" ] && return 1
         sleep 0.05
     done

@@ -10,21 +10,14 @@ source "$(dirname "$0")/common.bash"
 need_kvm
 DEAD_MS=$((1500 * SLOW))
 export AMALGAM_DEAD_AFTER_MS=$DEAD_MS
-start() { # SECONDS: a 3-node machine beating for that long; sets run, kids
-    "$AMALGAM" run --kernel "$GUEST" --nodes 3 --vcpus 3 \
-        --append "test=heartbeat seconds=$1" >"$TMP/out" 2>"$TMP/err" &
-    run=$!
-    for _ in $(seq $((100 * SLOW))); do
-        [ "$(grep -c '^heartbeat ' "$TMP/out")" -ge 3 ] && break
-        sleep 0.1
-    done
-    kids=$(pgrep -P $run | tr '\n' ' ')
+start() { # SECONDS: a 3-node machine beating for that long; sets run, kids, shm
+    start_heartbeat 3 3 "$1"
     shm=$(for p in $kids; do ls /dev/shm 2>/dev/null | grep "^$p:"; done | tr '\n' ' ')
 }
 node_pid() { echo $kids | cut -d' ' -f$(($1 + 1)); }
 left_behind() { # node processes still alive, and their /dev/shm files
     for p in $kids; do
-        [ -r /proc/$p/stat ] && [ "$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)" != Z ] && echo "pid $p"
+        alive "$p" && echo "pid $p"
         ls /dev/shm 2>/dev/null | grep "^$p:" | sed 's|^|/dev/shm/|'
     done | tr '\n' ' '
 }

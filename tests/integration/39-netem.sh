@@ -35,16 +35,17 @@ netem() { # the same qdisc on both ends
     tc -n "$NS_A" qdisc replace dev "$DEV_A" root netem "$@" &&
         tc -n "$NS_B" qdisc replace dev "$DEV_B" root netem "$@"
 }
+node_in() { # NS RANK: one node of the machine over the two namespaces (GUEST_ARGS, PORT set)
+    ip netns exec "$1" timeout $((300 * SLOW)) "$AMALGAM" node --rank "$2" --ranks 2 \
+        --bootstrap "$NET.1:$PORT" --secret-file "$TMP/secret" --fabric tcp --kernel "$GUEST" \
+        "${GUEST_ARGS[@]}"
+}
 two_hosts() { # GUEST-TEST-ARGS: node 0 in A, node 1 in B; sets ra, rb
-    local common=(--ranks 2 --bootstrap "$NET.1:$PORT" --secret-file "$TMP/secret" --fabric tcp
-                  --kernel "$GUEST")
     PORT=$((PORT + 1))
     guest_args "$SLOW" --vcpus 2 --mem 64M --stats --append "$1"
-    ip netns exec "$NS_A" timeout $((300 * SLOW)) "$AMALGAM" node --rank 0 "${common[@]}" \
-        "${GUEST_ARGS[@]}" >"$TMP/out" 2>"$TMP/err0" &
+    node_in "$NS_A" 0 >"$TMP/out" 2>"$TMP/err0" &
     local a=$!
-    ip netns exec "$NS_B" timeout $((300 * SLOW)) "$AMALGAM" node --rank 1 "${common[@]}" \
-        "${GUEST_ARGS[@]}" >/dev/null 2>"$TMP/err1"
+    node_in "$NS_B" 1 >/dev/null 2>"$TMP/err1"
     rb=$?
     wait $a
     ra=$?
@@ -77,11 +78,11 @@ done
 netem delay 0ms
 dead_ms=$((3000 * SLOW))
 export AMALGAM_DEAD_AFTER_MS=$dead_ms
+PORT=$((PORT + 1))
 guest_args "$SLOW" --vcpus 2 --mem 64M --append "test=heartbeat seconds=$((120 * SLOW))"
-common=(--ranks 2 --bootstrap "$NET.1:$PORT" --secret-file "$TMP/secret" --fabric tcp --kernel "$GUEST")
-ip netns exec "$NS_A" "$AMALGAM" node --rank 0 "${common[@]}" "${GUEST_ARGS[@]}" >"$TMP/out" 2>"$TMP/err0" &
+node_in "$NS_A" 0 >"$TMP/out" 2>"$TMP/err0" &
 a=$!
-ip netns exec "$NS_B" "$AMALGAM" node --rank 1 "${common[@]}" "${GUEST_ARGS[@]}" >/dev/null 2>"$TMP/err1" &
+node_in "$NS_B" 1 >/dev/null 2>"$TMP/err1" &
 b=$!
 for _ in $(seq $((200 * SLOW))); do
     [ "$(grep -c '^heartbeat ' "$TMP/out")" -ge 3 ] && break

@@ -104,4 +104,19 @@ netns_pair() {
     ip -n "$NS_A" link set "va-$$" up
     ip -n "$NS_B" link set "vb-$$" up
 }
+# start_heartbeat NODES VCPUS SECONDS: a machine running the test guest's
+# heartbeat in the background, once it has beaten 3 times; sets run (the
+# launcher) and kids (its node processes). Output in $TMP/out, $TMP/err.
+start_heartbeat() {
+    "$AMALGAM" run --kernel "$GUEST" --nodes "$1" --vcpus "$2" \
+        --append "test=heartbeat seconds=$3" >"$TMP/out" 2>"$TMP/err" &
+    run=$!
+    for _ in $(seq $((100 * SLOW))); do
+        [ "$(grep -c '^heartbeat ' "$TMP/out")" -ge 3 ] && break
+        sleep 0.1
+    done
+    kids=$(pgrep -P $run | tr '\n' ' ')
+}
+# alive PID: the process runs (a zombie has ended: only its parent has not reaped it).
+alive() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 finish() { [ $failures -eq 0 ]; }
