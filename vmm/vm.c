@@ -536,11 +536,14 @@ static void main_loop(struct vm *vm, struct main_ctx *m)
 static const char *const gerr_names[GERR_COUNT] = {
     "lapic-register", "ipi-vector", "ipi-mode", "ipi-nobody", "ioapic", "no-device"};
 
+uint64_t vm_guest_count(struct vm *vm, enum guest_error kind)
+{
+    return atomic_fetch_add(&vm->guest_errors[kind], 1) + 1;
+}
+
 void vm_guest_error(struct vm *vm, enum guest_error kind, const char *fmt, ...)
 {
-    uint64_t n = atomic_fetch_add(&vm->guest_errors[kind], 1) + 1;
-    if (kind == GERR_NO_DEVICE)
-        return; /* Linux probes for legacy ports: exits.c logs them with -v */
+    uint64_t n = vm_guest_count(vm, kind);
     uint64_t p = 10;
     while (p < n && p <= UINT64_MAX / 10)
         p *= 10;

@@ -90,6 +90,9 @@ enum guest_error {
     GERR_COUNT
 };
 struct vm;
+/* Counts one of the kind; returns how many so far. */
+uint64_t vm_guest_count(struct vm *vm, enum guest_error kind);
+/* Counts it and logs it, rate-limited as above. */
 void vm_guest_error(struct vm *vm, enum guest_error kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
