@@ -6,7 +6,7 @@
 
 CC      ?= gcc
 BUILD   := build
-PKGS    := libfabric libprotobuf-c libcrypto liblzma zlib libzstd liblz4 jansson
+PKGS    := libfabric libprotobuf-c libcrypto liblzma zlib libzstd liblz4 jansson liburing
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  ?= -O2 -g
@@ -14,7 +14,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -I. -I$(BUILD)/gen $(P
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 
-MODULES := clock platform vmm interconnect dsm numa migration monitor tools cli
+MODULES := clock platform virtio vmm interconnect dsm numa migration monitor tools cli
 PROTOS  := $(wildcard proto/*.proto)
 PROTO_C := $(patsubst proto/%.proto,$(BUILD)/gen/proto/%.pb-c.c,$(PROTOS))
 PROTO_H := $(PROTO_C:.c=.h)

@@ -67,6 +67,15 @@ const char run_usage[] =
     "  --migrate-prefetch N  a moved vCPU's last N (0-64) faulted pages are\n"
     "                    asked for by its new node as its state arrives\n"
     "  --trace FILE      one JSON line per vCPU move (docs/migration.md)\n"
+    "  --drive file=PATH[,readonly=on][,cache=none|writeback]\n"
+    "                    a raw disk image as a virtio-blk disk (the first is\n"
+    "                    /dev/vda in Linux); cache=none bypasses this host's page\n"
+    "                    cache (O_DIRECT); writeback (default) uses it; a guest's\n"
+    "                    flush reaches the disk either way (docs/devices.md)\n"
+    "  --netdev tap,ifname=NAME[,mac=52:54:00:12:34:56]\n"
+    "                    the TAP interface NAME as a virtio-net card (eth0 in\n"
+    "                    Linux); the MAC defaults to one derived from NAME\n"
+    "  --rng             a virtio-rng entropy device fed by getrandom()\n"
     "  --vcpu-sched S    idle (default) or normal: idle runs the vCPU threads\n"
     "                    under SCHED_IDLE, so the node's DSM and device threads\n"
     "                    always run first; normal suits a host shared with other\n"
@@ -362,6 +371,150 @@ static int f_help(void *ctx, const char *v, char *err, size_t n)
     return 0;
 }
 
+/* Splits "a=b,c=d" options one at a time: returns the next key (and its
+ * value, NULL without '='), NUL-terminating them in buf. */
+static char *next_option(char **cursor, char **value)
+{
+    char *o = *cursor;
+    if (!o || !*o)
+        return NULL;
+    char *comma = strchr(o, ',');
+    *cursor = comma ? comma + 1 : NULL;
+    if (comma)
+        *comma = 0;
+    char *eq = strchr(o, '=');
+    *value = eq ? eq + 1 : NULL;
+    if (eq)
+        *eq = 0;
+    return o;
+}
+
+static int on_off(const char *flag, const char *key, const char *v, bool *out, char *err,
+                  size_t n)
+{
+    if (v && (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")))
+        *out = true;
+    else if (v && (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false")))
+        *out = false;
+    else {
+        snprintf(err, n, "%s %s='%s': expected on or off", flag, key, v ? v : "");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int f_drive(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    if (vm_virtio_slots(&a->vm) >= VMM_MAX_VIRTIO) {
+        snprintf(err, n, "--drive: at most %d virtio devices (--drive, --netdev, --rng)",
+                 VMM_MAX_VIRTIO);
+        return -EINVAL;
+    }
+    struct vm_drive d = {0};
+    char *copy = strdup(v), *cur = copy, *val, *key; /* kept: the config points into it */
+    if (!copy)
+        return -ENOMEM;
+    while ((key = next_option(&cur, &val))) {
+        int r = 0;
+        if (!strcmp(key, "file") && val && *val)
+            d.file = val;
+        else if (!strcmp(key, "readonly"))
+            r = on_off("--drive", key, val, &d.readonly, err, n);
+        else if (!strcmp(key, "cache") && val && (!strcmp(val, "none") || !strcmp(val, "writeback")))
+            d.direct = !strcmp(val, "none");
+        else {
+            snprintf(err, n, "--drive '%s': unknown or incomplete option '%s' (expected "
+                     "file=PATH[,readonly=on][,cache=none|writeback])", v, key);
+            r = -EINVAL;
+        }
+        if (r < 0)
+            return r;
+    }
+    if (!d.file) {
+        snprintf(err, n, "--drive '%s': file=PATH is required", v);
+        return -EINVAL;
+    }
+    a->vm.drives[a->vm.ndrives++] = d;
+    return 0;
+}
+
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+    unsigned b[6];
+    char tail;
+    if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+               &tail) != 6 || strlen(s) != 17)
+        return -EINVAL;
+    for (int i = 0; i < 6; i++)
+        mac[i] = (uint8_t)b[i];
+    if (mac[0] & 1) /* a multicast address cannot be a card's */
+        return -EINVAL;
+    return 0;
+}
+
+/* A locally administered address from the interface name (FNV-1a), so a
+ * guest keeps its MAC from run to run on the same TAP. */
+static void derive_mac(const char *ifname, uint8_t mac[6])
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = ifname; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    const uint8_t m[6] = {0x52, 0x54, 0x00, (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    memcpy(mac, m, 6);
+}
+
+static int f_netdev(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    if (vm_virtio_slots(&a->vm) >= VMM_MAX_VIRTIO) {
+        snprintf(err, n, "--netdev: at most %d virtio devices (--drive, --netdev, --rng)",
+                 VMM_MAX_VIRTIO);
+        return -EINVAL;
+    }
+    struct vm_netdev d = {0};
+    char *copy = strdup(v), *cur = copy, *val, *key;
+    if (!copy)
+        return -ENOMEM;
+    key = next_option(&cur, &val);
+    if (!key || strcmp(key, "tap") || val) {
+        snprintf(err, n, "--netdev '%s': only tap is supported: tap,ifname=NAME[,mac=...]", v);
+        return -EINVAL;
+    }
+    while ((key = next_option(&cur, &val))) {
+        if (!strcmp(key, "ifname") && val && *val) {
+            d.ifname = val;
+        } else if (!strcmp(key, "mac") && val && parse_mac(val, d.mac) == 0) {
+            d.mac_set = true;
+        } else {
+            snprintf(err, n, "--netdev '%s': bad option '%s' (expected ifname=NAME and "
+                     "optionally mac=52:54:00:12:34:56, a unicast address)", v, key);
+            return -EINVAL;
+        }
+    }
+    if (!d.ifname) {
+        snprintf(err, n, "--netdev '%s': ifname=NAME is required", v);
+        return -EINVAL;
+    }
+    if (!d.mac_set)
+        derive_mac(d.ifname, d.mac);
+    a->vm.netdevs[a->vm.nnetdevs++] = d;
+    return 0;
+}
+
+static int f_rng(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    (void)v;
+    if (!a->vm.rng && vm_virtio_slots(&a->vm) >= VMM_MAX_VIRTIO) {
+        snprintf(err, n, "--rng: at most %d virtio devices (--drive, --netdev, --rng)",
+                 VMM_MAX_VIRTIO);
+        return -EINVAL;
+    }
+    a->vm.rng = true;
+    return 0;
+}
+
 static const struct flag flags[] = {
     {"--vcpus", true, f_vcpus},     {"--mem", true, f_mem},
     {"--kernel", true, f_kernel},   {"--initrd", true, f_initrd},
@@ -376,6 +529,7 @@ static const struct flag flags[] = {
     {"--migrate-plan", true, f_migrate_plan}, {"--migrate-policy", true, f_migrate_policy},
     {"--migrate-prefetch", true, f_migrate_prefetch},
     {"--pin", false, f_pin},
+    {"--drive", true, f_drive}, {"--netdev", true, f_netdev}, {"--rng", false, f_rng},
     {"--help", false, f_help},      {"-h", false, f_help},
 };
 

@@ -81,16 +81,246 @@ static void gas_io(uint8_t *p, uint8_t bits, uint16_t port)
     put64(p + 4, port);
 }
 
-static uint8_t *build_dsdt(struct builder *b)
+/* ---- AML ------------------------------------------------------------------ */
+
+#define AML_ZERO 0x00
+#define AML_ONE 0x01
+#define AML_NAME_OP 0x08
+#define AML_BYTE_PREFIX 0x0A
+#define AML_WORD_PREFIX 0x0B
+#define AML_DWORD_PREFIX 0x0C
+#define AML_STRING_PREFIX 0x0D
+#define AML_SCOPE_OP 0x10
+#define AML_BUFFER_OP 0x11
+#define AML_PACKAGE_OP 0x12
+#define AML_EXT_PREFIX 0x5B
+#define AML_DEVICE_OP 0x82 /* after AML_EXT_PREFIX */
+#define AML_ROOT_CHAR 0x5C
+
+/* An AML byte stream. With p NULL nothing is written, only counted, so
+ * that the DSDT can be measured before it is reserved. */
+struct aml {
+    uint8_t *p;
+    size_t cap, pos;
+    int err;
+};
+
+static void aml_bytes(struct aml *a, const void *src, size_t n)
 {
-    /* Name (_S5_, Package (4) { 5, 5, 0, 0 }): lets the guest power off. */
-    static const uint8_t aml[] = {0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
-                                  0x0A, 0x05, 0x0A, 0x05, 0x00, 0x00};
-    uint8_t *t = reserve(b, 36 + sizeof aml, 16);
+    if (a->err || n > a->cap - a->pos) {
+        a->err = -ENOSPC;
+        return;
+    }
+    if (a->p)
+        memcpy(a->p + a->pos, src, n);
+    a->pos += n;
+}
+
+static void aml_byte(struct aml *a, uint8_t v)
+{
+    aml_bytes(a, &v, 1);
+}
+
+static void aml_le(struct aml *a, uint32_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        aml_byte(a, (uint8_t)(v >> 8 * i));
+}
+
+/* A PkgLength counts its own bytes, and how many it needs depends on the
+ * length: so a package is written first and its PkgLength slid in front of
+ * it afterwards. aml_open() marks where it goes, aml_close() inserts it. */
+static size_t aml_open(const struct aml *a)
+{
+    return a->pos;
+}
+
+static int pkg_length_bytes(size_t body)
+{
+    if (body + 1 <= 0x3F)
+        return 1;
+    if (body + 2 <= 0xFFF)
+        return 2;
+    if (body + 3 <= 0xFFFFF)
+        return 3;
+    return body + 4 <= 0xFFFFFFF ? 4 : -1;
+}
+
+static void aml_close(struct aml *a, size_t start)
+{
+    size_t body = a->pos - start;
+    int n = pkg_length_bytes(body);
+    if (a->err || n < 0 || (size_t)n > a->cap - a->pos) {
+        a->err = a->err ?: -ENOSPC;
+        return;
+    }
+    size_t v = body + (size_t)n;
+    if (a->p) {
+        uint8_t *q = a->p + start;
+        memmove(q + n, q, body);
+        /* One byte holds 6 bits; longer forms keep 4 in the lead byte, whose
+         * top two bits say how many bytes follow. */
+        q[0] = n == 1 ? (uint8_t)v : (uint8_t)((n - 1) << 6 | (v & 0xF));
+        for (int i = 1; i < n; i++)
+            q[i] = (uint8_t)(v >> (4 + 8 * (i - 1)));
+    }
+    a->pos += (size_t)n;
+}
+
+static void aml_integer(struct aml *a, uint32_t v)
+{
+    if (v <= 1) {
+        aml_byte(a, v ? AML_ONE : AML_ZERO);
+    } else if (v <= 0xFF) {
+        aml_byte(a, AML_BYTE_PREFIX);
+        aml_le(a, v, 1);
+    } else if (v <= 0xFFFF) {
+        aml_byte(a, AML_WORD_PREFIX);
+        aml_le(a, v, 2);
+    } else {
+        aml_byte(a, AML_DWORD_PREFIX);
+        aml_le(a, v, 4);
+    }
+}
+
+static void aml_string(struct aml *a, const char *s)
+{
+    aml_byte(a, AML_STRING_PREFIX);
+    aml_bytes(a, s, strlen(s) + 1);
+}
+
+/* Name (seg, ...): the value follows. seg is a full 4-character NameSeg. */
+static void aml_name(struct aml *a, const char seg[4])
+{
+    aml_byte(a, AML_NAME_OP);
+    aml_bytes(a, seg, 4);
+}
+
+static void aml_buffer(struct aml *a, const uint8_t *data, size_t n)
+{
+    aml_byte(a, AML_BUFFER_OP);
+    size_t pkg = aml_open(a);
+    aml_integer(a, (uint32_t)n);
+    aml_bytes(a, data, n);
+    aml_close(a, pkg);
+}
+
+/* Name (_S5_, Package (4) { 5, 5, 0, 0 }): lets the guest power off. */
+static void aml_s5(struct aml *a)
+{
+    static const uint8_t vals[] = {5, 5, 0, 0};
+    aml_name(a, "_S5_");
+    aml_byte(a, AML_PACKAGE_OP);
+    size_t pkg = aml_open(a);
+    aml_byte(a, sizeof vals); /* NumElements */
+    for (size_t i = 0; i < sizeof vals; i++)
+        aml_integer(a, vals[i]);
+    aml_close(a, pkg);
+}
+
+/* ---- resource descriptors (ACPI spec 6.4) ------------------------------------- */
+
+static void res_memory32_fixed(struct aml *r, uint32_t base, uint32_t len)
+{
+    aml_byte(r, 0x86);
+    aml_le(r, 9, 2);
+    aml_byte(r, 1); /* read-write */
+    aml_le(r, base, 4);
+    aml_le(r, len, 4);
+}
+
+/* One GSI, as the IOAPIC pins of platform.h are wired: level, active high. */
+static void res_interrupt(struct aml *r, uint32_t gsi)
+{
+    aml_byte(r, 0x89);
+    aml_le(r, 6, 2);
+    aml_byte(r, 1 << 0); /* consumer; level, active high, exclusive: 0 bits */
+    aml_byte(r, 1);      /* one interrupt */
+    aml_le(r, gsi, 4);
+}
+
+/* The end tag's checksum makes the whole template sum to zero; r must be
+ * writing (p set). */
+static void res_end(struct aml *r)
+{
+    aml_byte(r, 0x79);
+    if (!r->err)
+        aml_byte(r, checksum(r->p, r->pos));
+}
+
+/* ---- the DSDT ------------------------------------------------------------------ */
+
+static void aml_virtio_crs(struct aml *a, int slot)
+{
+    uint8_t tmpl[32];
+    struct aml r = {.p = tmpl, .cap = sizeof tmpl};
+    res_memory32_fixed(&r, (uint32_t)(PLATFORM_VIRTIO_BASE + (uint64_t)slot *
+                                                               PLATFORM_VIRTIO_STRIDE),
+                       (uint32_t)PLATFORM_VIRTIO_SIZE);
+    res_interrupt(&r, (uint32_t)(PLATFORM_VIRTIO_GSI_BASE + slot));
+    res_end(&r);
+    if (r.err) {
+        a->err = r.err;
+        return;
+    }
+    aml_name(a, "_CRS");
+    aml_buffer(a, tmpl, r.pos);
+}
+
+/* Device (VRnn): what Linux's virtio_mmio driver binds to through ACPI. */
+static void aml_virtio_device(struct aml *a, int slot)
+{
+    const char seg[4] = {'V', 'R', (char)('0' + slot / 10 % 10), (char)('0' + slot % 10)};
+    aml_byte(a, AML_EXT_PREFIX);
+    aml_byte(a, AML_DEVICE_OP);
+    size_t pkg = aml_open(a);
+    aml_bytes(a, seg, 4);
+    aml_name(a, "_HID");
+    aml_string(a, "LNRO0005");
+    aml_name(a, "_UID");
+    aml_integer(a, (uint32_t)slot);
+    /* Coherent DMA. An x86 OSPM assumes it without _CCA (ACPI spec 6.2.17;
+     * Linux requires _CCA only on arm64), but it is true here (device models
+     * reach guest memory through the guest view, which the DSM keeps
+     * coherent like a vCPU's), costs six bytes, and is what QEMU's microvm
+     * and arm virt machines say for the same device. */
+    aml_name(a, "_CCA");
+    aml_integer(a, 1);
+    aml_virtio_crs(a, slot);
+    aml_close(a, pkg);
+}
+
+static void dsdt_aml(struct aml *a, const struct machine_desc *d)
+{
+    aml_s5(a);
+    if (d->nr_virtio == 0)
+        return;
+    aml_byte(a, AML_SCOPE_OP);
+    size_t pkg = aml_open(a);
+    aml_bytes(a, (const uint8_t[]){AML_ROOT_CHAR, '_', 'S', 'B', '_'}, 5);
+    for (int i = 0; i < d->nr_virtio; i++)
+        aml_virtio_device(a, i);
+    aml_close(a, pkg);
+}
+
+static uint8_t *build_dsdt(struct builder *b, const struct machine_desc *d)
+{
+    struct aml count = {.cap = SIZE_MAX};
+    dsdt_aml(&count, d);
+    if (count.err) {
+        b->err = count.err;
+        return NULL;
+    }
+    uint8_t *t = reserve(b, 36 + count.pos, 16);
     if (!t)
         return NULL;
-    header(t, "DSDT", 36 + sizeof aml, 2);
-    memcpy(t + 36, aml, sizeof aml);
+    struct aml out = {.p = t + 36, .cap = count.pos};
+    dsdt_aml(&out, d);
+    if (out.err) {
+        b->err = out.err;
+        return NULL;
+    }
+    header(t, "DSDT", (uint32_t)(36 + out.pos), 2);
     seal(t);
     return t;
 }
@@ -236,9 +466,11 @@ static uint8_t *build_slit(struct builder *b, const struct machine_desc *d)
 int acpi_build(const struct machine_desc *d, uint8_t *buf, size_t len, uint64_t buf_gpa,
                uint64_t *rsdp_gpa)
 {
+    if (d->nr_virtio < 0 || d->nr_virtio > PLATFORM_VIRTIO_MAX)
+        return -EINVAL;
     struct builder b = {.buf = buf, .len = len, .gpa = buf_gpa};
     uint8_t *rsdp = reserve(&b, 36, 16);
-    uint8_t *dsdt = build_dsdt(&b), *facs = build_facs(&b);
+    uint8_t *dsdt = build_dsdt(&b, d), *facs = build_facs(&b);
     uint8_t *tables[] = {build_fadt(&b, dsdt, facs), build_madt(&b, d), build_srat(&b, d),
                          build_slit(&b, d)};
     const size_t nt = sizeof tables / sizeof tables[0];

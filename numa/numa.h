@@ -31,6 +31,9 @@ struct machine_desc {
     struct numa_range node_ranges[NUMA_MAX_NODES][NUMA_MAX_RANGES];
     uint8_t distance[NUMA_MAX_NODES][NUMA_MAX_NODES];
     uint32_t ioapic_id;
+    /* virtio-mmio slots in use: 0..nr_virtio-1, each where platform.h
+     * puts it (PLATFORM_VIRTIO_*), announced in the DSDT. */
+    int nr_virtio;
 };
 
 /* placement: NULL/"round-robin", "block", or a list "0,0,1,1" of nodes.
@@ -41,7 +44,8 @@ int numa_node_of_gpa(const struct machine_desc *d, uint64_t gpa);
 int numa_node_of_vcpu(const struct machine_desc *d, int vcpu);
 
 /* Writes RSDP (first), XSDT, FADT, DSDT, MADT, SRAT and SLIT into buf,
- * which the guest sees at buf_gpa. -ENOSPC if they do not fit. */
+ * which the guest sees at buf_gpa. -ENOSPC if they do not fit, -EINVAL for
+ * nr_virtio outside 0..PLATFORM_VIRTIO_MAX. */
 int acpi_build(const struct machine_desc *d, uint8_t *buf, size_t len, uint64_t buf_gpa,
                uint64_t *rsdp_gpa);
 

@@ -45,4 +45,16 @@ static inline uint32_t platform_ioapic_id(int nr_vcpus)
 #define PLATFORM_RESET_PORT 0xCF9      /* FADT reset register */
 #define PLATFORM_SCI_IRQ 9             /* ACPI SCI: level, active high */
 
+/* virtio-mmio devices (docs/devices.md): slot i has its registers at
+ * PLATFORM_VIRTIO_BASE + i * PLATFORM_VIRTIO_STRIDE (PLATFORM_VIRTIO_SIZE
+ * bytes: the virtio 1.x MMIO layout, config space from 0x100) and raises
+ * IOAPIC pin PLATFORM_VIRTIO_GSI_BASE + i, level-triggered, active high.
+ * The DSDT announces each slot in use as an LNRO0005 device. Below the
+ * IOAPIC, in the MMIO hole, where nothing else lives. */
+#define PLATFORM_VIRTIO_BASE 0xFEB00000ULL
+#define PLATFORM_VIRTIO_STRIDE 0x1000ULL
+#define PLATFORM_VIRTIO_SIZE 0x200ULL
+#define PLATFORM_VIRTIO_GSI_BASE 16
+#define PLATFORM_VIRTIO_MAX 8 /* GSIs 16-23: the IOAPIC's last pins */
+
 #endif

@@ -56,7 +56,8 @@ make -s tinyconfig >/dev/null
 ./scripts/kconfig/merge_config.sh -m .config "$CONF" >/dev/null
 make -s olddefconfig >/dev/null
 # A renamed option would silently leave the kernel without it.
-for o in SMP ACPI NUMA ACPI_NUMA KVM_GUEST SERIAL_8250_CONSOLE BLK_DEV_INITRD BINFMT_SCRIPT NO_HZ_IDLE; do
+for o in SMP ACPI NUMA ACPI_NUMA KVM_GUEST SERIAL_8250_CONSOLE BLK_DEV_INITRD BINFMT_SCRIPT NO_HZ_IDLE \
+         VIRTIO_MMIO VIRTIO_BLK EXT4_FS VIRTIO_NET INET HW_RANDOM_VIRTIO; do
     grep -q "^CONFIG_$o=y" .config || { say "CONFIG_$o did not survive olddefconfig in $pkg"; exit 1; }
 done
 say "building $pkg (tinyconfig + $(basename "$CONF")) with $(nproc) jobs"

@@ -14,11 +14,12 @@
 #include "cli/flags.h"
 #include "tools/tools.h"
 #include "numa/numa.h"
+#include "platform/platform.h"
 #include "vmm/boot.h"
 
 static const char usage[] =
     "usage: amalgam topology [--nodes K] [--vcpus N] [--mem SIZE] [--placement P]\n"
-    "                        [--distance D] [--acpi-dir DIR] [--json]\n"
+    "                        [--distance D] [--virtio N] [--acpi-dir DIR] [--json]\n"
     "\n"
     "Shows the NUMA machine `amalgam run` would give a guest with the same flags,\n"
     "as `numactl --hardware` inside the guest would show it. Needs no KVM.\n"
@@ -37,6 +38,8 @@ static const char usage[] =
     "                    latency instead of measuring it\n"
     "  --remote-latency-ns Y  with --distance measured: use Y as the remote access\n"
     "                    latency instead of measuring the fabric round trip\n"
+    "  --virtio N        announce N virtio-mmio slots (0-8, default 0) in the\n"
+    "                    DSDT, as `amalgam run` does for its virtio devices\n"
     "  --acpi-dir DIR    also write each ACPI table the guest gets to DIR/SIG.dat\n"
     "                    (RSDP.dat, XSDT.dat, FACP.dat, DSDT.dat, FACS.dat,\n"
     "                    APIC.dat, SRAT.dat, SLIT.dat); `iasl -d DIR/SRAT.dat`\n"
@@ -47,7 +50,7 @@ static const char usage[] =
     "Exit status: 0, 2 on bad flags, 1 if measuring or writing the tables fails.\n";
 
 struct topo_args {
-    int nodes, vcpus;
+    int nodes, vcpus, virtio;
     uint64_t mem;
     const char *placement, *distance, *acpi_dir;
     double local_ns, remote_ns; /* 0: measure */
@@ -80,6 +83,18 @@ static int f_distance(void *a, const char *v, char *err, size_t n)
 {
     (void)err, (void)n;
     ((struct topo_args *)a)->distance = v;
+    return 0;
+}
+
+static int f_virtio(void *a, const char *v, char *err, size_t n)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < 0 || x > PLATFORM_VIRTIO_MAX) {
+        snprintf(err, n, "--virtio must be between 0 and %d", PLATFORM_VIRTIO_MAX);
+        return -EINVAL;
+    }
+    ((struct topo_args *)a)->virtio = (int)x;
     return 0;
 }
 
@@ -133,6 +148,7 @@ static const struct flag flags[] = {
     {"--nodes", true, f_nodes},         {"--vcpus", true, f_vcpus},
     {"--mem", true, f_mem},             {"--placement", true, f_placement},
     {"--distance", true, f_distance},   {"--acpi-dir", true, f_acpi_dir},
+    {"--virtio", true, f_virtio},
     {"--local-latency-ns", true, f_local}, {"--remote-latency-ns", true, f_remote},
     {"--json", false, f_json},          {"--help", false, f_help},
     {"-h", false, f_help},
@@ -338,6 +354,7 @@ int topology_main(int argc, char **argv)
         fprintf(stderr, "amalgam topology: %s\n", err);
         return 2;
     }
+    d.nr_virtio = a.virtio;
     if (a.json)
         print_json(&d, &a);
     else

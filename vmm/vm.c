@@ -233,10 +233,14 @@ static int build_firmware_tables(struct vm *vm, char *err, size_t errlen)
                             vm->cfg.placement, vm->cfg.distance, err, errlen);
     if (r < 0)
         return r;
+    vm->machine.nr_virtio = vm_virtio_slots(&vm->cfg);
     uint8_t *area = gmem_agent_ptr(&vm->mem, BOOT_ACPI_GPA, BOOT_ACPI_SIZE);
     r = area ? acpi_build(&vm->machine, area, BOOT_ACPI_SIZE, BOOT_ACPI_GPA, &vm->rsdp_gpa)
              : -ENOSPC;
-    if (r < 0)
+    if (r == -EINVAL)
+        snprintf(err, errlen, "%d virtio devices: at most %d", vm->machine.nr_virtio,
+                 PLATFORM_VIRTIO_MAX);
+    else if (r < 0)
         snprintf(err, errlen, "the ACPI tables for %d vCPUs do not fit in %llu KiB",
                  vm->nr_vcpus, (unsigned long long)(BOOT_ACPI_SIZE >> 10));
     return r;
@@ -344,6 +348,7 @@ int vm_preflight(const struct vm_config *cfg, int nnodes, char *err, size_t errl
     if (vm)
         vm->nnodes = nnodes;
     r = r ?: prepare_guest(vm, err, errlen);
+    r = r ?: vm_virtio_preflight(cfg, err, errlen);
     r = r ?: kvm_open_system(&vm->kvm_fd, &vm->run_size, err, errlen);
     vm_destroy(vm);
     return r;
@@ -401,6 +406,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out, char *err, size_t er
         snprintf(err, errlen, "cannot put the platform devices on the bus: %s", strerror(-r));
         goto fail;
     }
+    r = vm_virtio_create(vm, err, errlen);
+    if (r < 0)
+        goto fail;
     *out = vm;
     return 0;
 fail:
@@ -534,7 +542,7 @@ static void main_loop(struct vm *vm, struct main_ctx *m)
 }
 
 static const char *const gerr_names[GERR_COUNT] = {
-    "lapic-register", "ipi-vector", "ipi-mode", "ipi-nobody", "ioapic", "no-device"};
+    "lapic-register", "ipi-vector", "ipi-mode", "ipi-nobody", "ioapic", "no-device", "virtio"};
 
 uint64_t vm_guest_count(struct vm *vm, enum guest_error kind)
 {
@@ -603,6 +611,8 @@ int vm_run(struct vm *vm)
         vm_fail(vm, "%s", err);
     else if (vm->mig && vm->node == 0 && migrate_start(vm, &m.loop, err, sizeof err) < 0)
         vm_fail(vm, "%s", err);
+    else if ((r = vm_virtio_start(vm)) < 0)
+        vm_fail(vm, "cannot start the virtio devices' threads: %s", strerror(-r));
     else if (attach_hooks(vm, &m) == 0 && start_threads(vm) == 0)
         main_loop(vm, &m);
     if (vm->mig && vm->node == 0)
@@ -614,6 +624,9 @@ int vm_run(struct vm *vm)
             pthread_join(vm->vcpus[i].thread, NULL);
         atomic_store(&vm->vcpus[i].thread_started, false);
     }
+    /* Before the DSM stops serving faults: a device thread may be waiting
+     * for a page (cluster.c's loop serves them until vcpus_joined). */
+    vm_virtio_stop(vm);
     atomic_store(&vm->vcpus_joined, true);
     report_guest_errors(vm);
     if (vm->cfg.ic)
@@ -650,6 +663,7 @@ void vm_destroy(struct vm *vm)
         return;
     control_free(vm);
     migrate_free(vm);
+    vm_virtio_free(vm);
     for (int i = 0; vm->vcpus && i < vm->nr_vcpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (v->timer_created)

@@ -87,6 +87,7 @@ enum guest_error {
     GERR_IPI_NOBODY, /* an interrupt to an APIC id no vCPU has: dropped */
     GERR_IOAPIC,     /* an IOAPIC register that does not exist or is read-only, or an entry with vector 0-15 */
     GERR_NO_DEVICE,  /* a port or MMIO access no device claims (reads all-ones; logged with -v) */
+    GERR_VIRTIO,     /* a virtio driver broke the rules: the device went to NEEDS_RESET */
     GERR_COUNT
 };
 struct vm;
@@ -173,6 +174,7 @@ struct vm {
     struct vm_control *ctl;       /* machine-wide pause and status (control.c) */
     struct vm_migration *mig;     /* vCPU routes and moves, several nodes (migrate.c) */
     _Atomic int lost_rank;        /* a node that stopped answering; -1: none */
+    struct vm_virtio *virtio;     /* the virtio devices (virtio_devices.c) */
 };
 
 /* Ends the run (first caller wins): records why and with which status,
@@ -191,6 +193,19 @@ void vm_deliver_local(struct vm *vm, const struct apic_msg *m);
 void vm_stop_local(struct vm *vm, enum vm_exit_reason why, int status);
 /* Puts the platform devices on vm->bus (devices.c): 0 or -errno. */
 int vm_register_devices(struct vm *vm);
+/* The virtio devices of cfg (virtio_devices.c): vm_virtio_create puts
+ * them on the bus (every node, same order) and, on their owner, opens
+ * their backends (files, TAPs); start runs their worker threads once the
+ * DSM is attached; stop ends them (before the DSM goes); free closes the
+ * rest. -errno with err filled in. */
+int vm_virtio_create(struct vm *vm, char *err, size_t n);
+int vm_virtio_start(struct vm *vm);
+void vm_virtio_stop(struct vm *vm);
+void vm_virtio_free(struct vm *vm);
+/* Checks what a launcher can check once for all nodes: the files exist
+ * and open as asked. */
+int vm_virtio_preflight(const struct vm_config *cfg, char *err, size_t n);
+
 /* Drives an IOAPIC pin (takes dev_lock). */
 void vm_set_irq(struct vm *vm, int pin, int level);
 /* A level-triggered EOI from a LAPIC, for the IOAPIC (takes dev_lock). */

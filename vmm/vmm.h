@@ -64,6 +64,20 @@ struct vm_hooks {
     void (*detach)(void *ctx);
 };
 
+/* virtio devices (docs/devices.md), all run by node 0: --drive, --netdev
+ * and --rng take the virtio-mmio slots in that order. */
+#define VMM_MAX_VIRTIO PLATFORM_VIRTIO_MAX
+struct vm_drive {
+    const char *file;
+    bool readonly;
+    bool direct;   /* cache=none: O_DIRECT, the host's page cache bypassed */
+};
+struct vm_netdev {
+    const char *ifname; /* an existing TAP interface */
+    uint8_t mac[6];
+    bool mac_set;       /* else derived from ifname */
+};
+
 struct vm_config {
     int nr_vcpus;
     uint64_t mem_size;
@@ -99,10 +113,21 @@ struct vm_config {
      * its state, and the new node asks for them as the state arrives. */
     unsigned migrate_prefetch;
     const char *trace;
+    struct vm_drive drives[VMM_MAX_VIRTIO];
+    int ndrives;
+    struct vm_netdev netdevs[VMM_MAX_VIRTIO];
+    int nnetdevs;
+    bool rng;
 };
 
 struct vm;
 struct ic;
+
+/* virtio-mmio slots the configuration uses (--drive, --netdev, --rng). */
+static inline int vm_virtio_slots(const struct vm_config *c)
+{
+    return c->ndrives + c->nnetdevs + (c->rng ? 1 : 0);
+}
 
 /* Why a run ended. */
 enum vm_exit_reason {

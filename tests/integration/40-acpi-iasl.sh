@@ -1,6 +1,7 @@
 # `amalgam topology`: its NUMA view, and the ACPI tables it writes, checked
 # against a model of the machine computed here (not read back from amalgam)
-# after ACPICA's own disassembler has decoded and checksummed every table.
+# after ACPICA's own disassembler has decoded and checksummed every table;
+# and the virtio-mmio devices `--virtio N` puts in the DSDT.
 source "$(dirname "$0")/common.bash"
 
 command -v iasl >/dev/null || skip "SKIP: iasl is not installed (apt-get install acpica-tools)"
@@ -197,6 +198,7 @@ check_config() { # name nodes vcpus mem_mb placement distance
     check_srat "$name" "$dir" "$k" "$n"
     check_slit "$name" "$dir" "$k"
     check_madt "$name" "$dir" "$n"
+    grep -q LNRO0005 "$dir/DSDT.dsl" && fail "$name: a virtio device in the DSDT without --virtio"
     [ $failures -eq "$before" ] && ok "$name: ${args[*]}: every table decodes and matches"
 }
 
@@ -216,6 +218,62 @@ model 4 8 5120 block 15
     grep -q "0000000100000000" "$TMP/four-5G-block/SRAT.dsl" &&
     ok "node 2 of 4 (5G) straddles the MMIO hole: [2.5G,3G) and [4G,4.75G)" ||
     fail "node 2 of 4 (5G) should have [0xA0000000,+512M) and [0x100000000,+768M): ${RANGES[2]}"
+
+# ---- virtio-mmio devices in the DSDT ------------------------------------------------
+
+# platform.h's layout: slot i at BASE + i * STRIDE, SIZE bytes, GSI GSI_BASE + i.
+VIRTIO_BASE=$((0xFEB00000)) VIRTIO_STRIDE=$((0x1000)) VIRTIO_SIZE=$((0x200)) VIRTIO_GSI_BASE=16
+
+# One line per Device in a DSDT.dsl: name, _HID, _UID, _CCA, the
+# Memory32Fixed access/base/length and the Interrupt flags/GSI, as iasl
+# prints them (integers as Zero, One or hex).
+dsdt_devices() { # dsl
+    awk 'function flush() { if (dev != "") print dev, hid, uid, cca, acc, base, len, irq, gsi
+                            dev = hid = uid = cca = acc = base = len = irq = gsi = "" }
+         function after(s, pre) { sub(".*" pre, "", s); return s }
+         /Device \(/ { flush(); dev = after($0, "Device \\("); sub(/\).*/, "", dev); next }
+         /Name \(_HID, "/ { hid = after($0, "_HID, \""); sub(/".*/, "", hid) }
+         /Name \(_UID, / { uid = after($0, "_UID, "); sub(/\).*/, "", uid) }
+         /Name \(_CCA, / { cca = after($0, "_CCA, "); sub(/\).*/, "", cca) }
+         /Memory32Fixed \(/ { acc = after($0, "Memory32Fixed \\("); sub(/,.*/, "", acc)
+                              field = 1; next }
+         field == 1 { base = $1; sub(/,/, "", base); field = 2; next }
+         field == 2 { len = $1; sub(/,/, "", len); field = 0; next }
+         /Interrupt \(/ { irq = after($0, "Interrupt \\("); sub(/, ,.*/, "", irq)
+                          gsub(/ /, "", irq); want_gsi = 1; next }
+         want_gsi && /0x/ { gsi = $1; sub(/,/, "", gsi); want_gsi = 0 }
+         END { flush() }' "$1"
+}
+
+int_of() { # Zero, One or 0xHEX as iasl prints it -> decimal
+    case $1 in Zero) echo 0 ;; One) echo 1 ;; *) echo $(($1)) ;; esac
+}
+
+check_virtio() { # name slots
+    local name=$1 n=$2 dir="$TMP/$1" before=$failures i want got
+    mkdir -p "$dir"
+    if ! "$AMALGAM" topology --virtio "$n" --acpi-dir "$dir" >/dev/null 2>"$TMP/err"; then
+        fail "$name: amalgam topology --virtio $n: $(cat "$TMP/err")"
+        return
+    fi
+    disassemble "$name" "$dir"
+    check_chain "$name" "$dir"
+    grep -q 'Scope (\\_SB)' "$dir/DSDT.dsl" || fail "$name: DSDT has no Scope (\\_SB)"
+    want=$(for ((i = 0; i < n; i++)); do
+        echo "$(printf 'VR%02d' $i) LNRO0005 $i 1 ReadWrite $((VIRTIO_BASE + i * VIRTIO_STRIDE))" \
+            "$VIRTIO_SIZE ResourceConsumer,Level,ActiveHigh,Exclusive $((VIRTIO_GSI_BASE + i))"
+    done)
+    got=$(dsdt_devices "$dir/DSDT.dsl" | while read -r dev hid uid cca acc base len irq gsi; do
+        echo "$dev $hid $(int_of "$uid") $(int_of "$cca") $acc $((base)) $((len)) $irq $((gsi))"
+    done)
+    [ "$got" = "$want" ] || fail "$name: DSDT devices: want [$want] got [$got]"
+    [ $failures -eq "$before" ] && ok "$name: --virtio $n: $n LNRO0005 devices decode and match"
+}
+
+# Already one device is longer than 63 bytes: a 2-byte PkgLength.
+check_virtio virtio-one 1
+check_virtio virtio-three 3
+check_virtio virtio-max 8
 
 # --json is one line that names every node.
 if "$AMALGAM" topology --nodes 3 --vcpus 6 --mem 6G --json >"$TMP/json" &&
@@ -250,7 +308,8 @@ fi
 
 # Bad input: one line, exit 2.
 for bad in "--nodes 0" "--mem 3M" "--nodes 2 --distance 10,20;20" "--nodes 2 --vcpus 2 --placement 0,5" \
-    "--nodes 2 --distance 5" "--local-latency-ns 5" "--frobnicate"; do
+    "--nodes 2 --distance 5" "--local-latency-ns 5" "--frobnicate" "--virtio 9" "--virtio -1" \
+    "--virtio 2x"; do
     "$AMALGAM" topology $bad >/dev/null 2>"$TMP/err"
     rc=$?
     if [ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ]; then

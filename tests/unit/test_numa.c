@@ -216,8 +216,8 @@ static uint8_t acpi[0x20000];
 struct seen {
     char sigs[16][5];
     int n, bad_sum;
-    const uint8_t *srat, *slit, *madt;
-    size_t srat_len, slit_len, madt_len;
+    const uint8_t *srat, *slit, *madt, *dsdt;
+    size_t srat_len, slit_len, madt_len, dsdt_len;
 };
 
 static int note_table(void *ctx, const char sig[4], const uint8_t *t, size_t len)
@@ -232,6 +232,8 @@ static int note_table(void *ctx, const char sig[4], const uint8_t *t, size_t len
         s->slit = t, s->slit_len = len;
     if (!memcmp(sig, "APIC", 4))
         s->madt = t, s->madt_len = len;
+    if (!memcmp(sig, "DSDT", 4))
+        s->dsdt = t, s->dsdt_len = len;
     return 0;
 }
 
@@ -334,6 +336,69 @@ START_TEST(acpi_max_vcpus_fit)
 }
 END_TEST
 
+static int count_in(const uint8_t *p, size_t len, const void *what, size_t n)
+{
+    int c = 0;
+    for (size_t i = 0; i + n <= len; i++)
+        c += !memcmp(p + i, what, n);
+    return c;
+}
+
+/* Each virtio slot in use is an LNRO0005 device in the DSDT with its own
+ * window; none without slots; too many slots is refused. */
+START_TEST(acpi_dsdt_virtio_devices)
+{
+    struct seen s;
+    ck_assert_int_eq(build(2, 2, 256 * MIB, NULL, NULL), 0);
+    ck_assert_int_eq(d.nr_virtio, 0); /* numa_desc_build leaves it to the caller */
+    walk(&s);
+    ck_assert_ptr_nonnull(s.dsdt);
+    ck_assert_int_eq(count_in(s.dsdt, s.dsdt_len, "LNRO0005", 8), 0);
+    size_t bare = s.dsdt_len;
+
+    d.nr_virtio = 2;
+    walk(&s);
+    ck_assert_int_eq(s.bad_sum, 0);
+    ck_assert(acpi_checksum_ok("DSDT", s.dsdt, s.dsdt_len));
+    ck_assert_uint_gt(s.dsdt_len, bare);
+    ck_assert_int_eq(count_in(s.dsdt, s.dsdt_len, "LNRO0005", 8), 2);
+    /* Memory32Fixed, read-write, slot 1's base, then its size. */
+    uint32_t base = (uint32_t)(PLATFORM_VIRTIO_BASE + PLATFORM_VIRTIO_STRIDE);
+    uint32_t size = (uint32_t)PLATFORM_VIRTIO_SIZE;
+    uint8_t mem32[12] = {0x86, 9, 0, 1};
+    memcpy(mem32 + 4, &base, 4);
+    memcpy(mem32 + 8, &size, 4);
+    ck_assert_int_eq(count_in(s.dsdt, s.dsdt_len, mem32, sizeof mem32), 1);
+    /* Its interrupt: consumer, level, active high, exclusive; one GSI. */
+    const uint8_t irq[] = {0x89, 6, 0, 0x01, 1, PLATFORM_VIRTIO_GSI_BASE + 1, 0, 0, 0};
+    ck_assert_int_eq(count_in(s.dsdt, s.dsdt_len, irq, sizeof irq), 1);
+
+    uint64_t rsdp;
+    d.nr_virtio = PLATFORM_VIRTIO_MAX;
+    walk(&s);
+    ck_assert_int_eq(s.bad_sum, 0);
+    ck_assert_int_eq(count_in(s.dsdt, s.dsdt_len, "LNRO0005", 8), PLATFORM_VIRTIO_MAX);
+    d.nr_virtio = PLATFORM_VIRTIO_MAX + 1;
+    ck_assert_int_eq(acpi_build(&d, acpi, sizeof acpi, ACPI_GPA, &rsdp), -EINVAL);
+    d.nr_virtio = -1;
+    ck_assert_int_eq(acpi_build(&d, acpi, sizeof acpi, ACPI_GPA, &rsdp), -EINVAL);
+}
+END_TEST
+
+/* The DSDT is reserved at its grown size: a buffer that ends one byte
+ * short of it is refused, not overrun. */
+START_TEST(acpi_dsdt_growth_is_reserved)
+{
+    struct seen s;
+    uint64_t rsdp;
+    ck_assert_int_eq(build(1, 1, 64 * MIB, NULL, NULL), 0);
+    d.nr_virtio = PLATFORM_VIRTIO_MAX;
+    walk(&s);
+    size_t end = (size_t)(s.dsdt - acpi) + s.dsdt_len;
+    ck_assert_int_eq(acpi_build(&d, acpi, end - 1, ACPI_GPA, &rsdp), -ENOSPC);
+}
+END_TEST
+
 static int count_tables(void *ctx, const char sig[4], const uint8_t *t, size_t len)
 {
     (void)sig, (void)t, (void)len;
@@ -423,6 +488,8 @@ int main(void)
     tcase_add_test(t, madt_ioapic_id_matches_the_device);
     tcase_add_test(t, acpi_walk_rejects_bad_pointers);
     tcase_add_test(t, acpi_checksum_detects_a_flip);
+    tcase_add_test(t, acpi_dsdt_virtio_devices);
+    tcase_add_test(t, acpi_dsdt_growth_is_reserved);
     tcase_add_test(t, distance_from_latency);
     suite_add_tcase(s, t);
     return run_suite(s);
