@@ -11,9 +11,16 @@
 # /usr/bin/numactl with the shared libraries ldd lists and the dynamic
 # loader, /dev/console, and /init, which mounts proc, sysfs and devtmpfs,
 # prints lines starting "INITRAMFS" (nodes, CPU count) and `numactl
-# --hardware`, and then powers off (`poweroff -f`) -- only when it is
-# really PID 1 and INITRAMFS_DRYRUN is unset, so that running /init in a
-# chroot on a host (tests/long/40-initramfs.sh) cannot power the host off.
+# --hardware`, runs a test script if the kernel command line names one,
+# and then powers off (`poweroff -f`) -- only when it is really PID 1 and
+# INITRAMFS_DRYRUN is unset, so that running /init in a chroot on a host
+# (tests/long/40-initramfs.sh) cannot power the host off.
+#
+# Test scripts: every tests/guest-linux/*.sh is copied to /tests/. With
+# amalgam.test=NAME on the command line /init runs /tests/NAME.sh after the
+# NUMA report and prints "INITRAMFS test NAME status N" (N: its exit
+# status). INITRAMFS_CMDLINE, if set, stands for /proc/cmdline (for a dry
+# run in a chroot, where /proc/cmdline is the host's).
 set -euo pipefail
 
 die() { echo "make-initramfs: $*" >&2; exit 1; }
@@ -39,7 +46,7 @@ else
 fi
 TREE=$(cd "$TREE" && pwd)
 
-mkdir -p "$TREE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc}
+mkdir -p "$TREE"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,mnt,tests}
 cp "$BUSYBOX" "$TREE/bin/busybox"
 for a in $("$TREE/bin/busybox" --list); do
     [ "$a" = busybox ] || ln -sf busybox "$TREE/bin/$a"
@@ -55,6 +62,14 @@ libs=$(ldd "$NUMACTL" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { 
 [ -n "$libs" ] || die "ldd lists no libraries for $NUMACTL"
 for l in $libs; do
     copy_file "$l"
+done
+
+# The guest-side test scripts (amalgam.test=NAME runs /tests/NAME.sh).
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+for t in "$ROOT"/tests/guest-linux/*.sh; do
+    [ -e "$t" ] || continue
+    cp "$t" "$TREE/tests/"
+    chmod 755 "$TREE/tests/$(basename "$t")"
 done
 
 # The kernel opens /dev/console for init before devtmpfs is mounted.
@@ -78,6 +93,21 @@ echo "INITRAMFS nodes: $(cd /sys/devices/system/node 2>/dev/null && echo node[0-
 echo "INITRAMFS cpus: $(grep -c ^processor /proc/cpuinfo) nproc: $(nproc)"
 numactl --hardware
 echo "INITRAMFS numactl status $?"
+# amalgam.test=NAME: one of the test scripts in /tests (after the report,
+# so that it is printed even if the test hangs).
+name=
+for w in ${INITRAMFS_CMDLINE:-$(cat /proc/cmdline)}; do
+    case $w in amalgam.test=*) name=${w#amalgam.test=} ;; esac
+done
+if [ -n "$name" ]; then
+    if [ -f "/tests/$name.sh" ]; then
+        echo "INITRAMFS test $name started"
+        sh "/tests/$name.sh"
+        echo "INITRAMFS test $name status $?"
+    else
+        echo "INITRAMFS test $name not found (have: $(cd /tests && echo *.sh))"
+    fi
+fi
 echo "INITRAMFS done"
 if [ $$ -eq 1 ] && [ -z "${INITRAMFS_DRYRUN:-}" ]; then
     poweroff -f

@@ -106,8 +106,10 @@ add_mod() { # NAME: the module after its dependencies (modinfo's depends=)
 : >"$R/mod/order"
 for m in kvm-amd 9pnet_virtio 9p; do add_mod "$m"; done
 # For tests of "hosts" in network namespaces with delay and loss between
-# them (39-netem): loaded where the kernel package has them, else skipped.
-for m in veth sch_netem; do [ -n "$(modfile "$m")" ] && add_mod "$m"; done
+# them (39-netem), and for the TAP device behind a guest's virtio-net
+# (tun: 41-virtio-linux): loaded where the kernel package has them, else
+# skipped.
+for m in veth sch_netem tun; do [ -n "$(modfile "$m")" ] && add_mod "$m"; done
 
 # (Not in /: busybox mount would take a file named like a 9p tag for a
 # loop device.)
