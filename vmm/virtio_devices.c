@@ -34,8 +34,8 @@ void vdev_apply_locked(struct vdev *d, const struct virtio_fx *fx, bool was_brok
     if (fx->irq >= 0)
         vm_set_irq(d->vm, d->gsi, fx->irq);
     if (!was_broken && virtio_mmio_needs_reset(&d->t))
-        vm_guest_error(d->vm, GERR_VIRTIO, "virtio %s: %s; the device stops until the guest "
-                       "resets it", d->name, d->t.reason);
+        vm_guest_error(d->vm, GERR_VIRTIO, "broke virtio %s's rules (%s), so the device "
+                       "waits for a reset and its queues are", d->name, d->t.reason);
 }
 
 int vdev_pop(struct vdev *d, int q, struct virtq_chain *c)

@@ -164,6 +164,9 @@ struct test {
     void (*setup)(void); /* CPL0, on the BSP before user mode; may be NULL */
 };
 extern const struct test tests[];
+/* virtio.c */
+void virtio_setup(void);
+void virtio_run(int cpu);
 extern const struct test litmus_tests[];
 extern const struct test bench_tests[];
 

@@ -848,5 +848,6 @@ const struct test tests[] = {
     {"halt", halt_run, halt_setup},
     {"pmtimer", pmtimer_run, pmtimer_setup},
     {"hostile", hostile_run, hostile_setup},
+    {"virtio", virtio_run, virtio_setup},
     {NULL, NULL, NULL},
 };
