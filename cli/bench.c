@@ -15,6 +15,7 @@ static const struct bench {
     {"dsm", bench_dsm_main, "remote page-fault time seen by a guest, against the floor"},
     {"local", bench_local_main, "work on a node's own memory: K nodes against one"},
     {"migrate", bench_migrate_main, "live vCPU move downtime, against the floor"},
+    {"blk", bench_blk_main, "virtio-blk throughput in a guest, against fio on the same file"},
     {NULL, NULL, NULL},
 };
 

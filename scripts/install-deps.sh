@@ -12,13 +12,16 @@ PKGS=(build-essential clang pkg-config
       liblzma-dev zlib1g-dev libzstd-dev liblz4-dev libssl-dev
       busybox-static cpio iproute2 numactl libclang-rt-14-dev
       procps util-linux file xz-utils zstd ca-certificates
-      git qemu-system-x86 debootstrap libjansson-dev socat python3 gnuplot-nox)
+      git qemu-system-x86 debootstrap libjansson-dev socat python3 gnuplot-nox
+      liburing-dev e2fsprogs fio)
 # qemu-system-x86: scripts/nested-kvm.sh, the guest tests and the demo
 # where /dev/kvm is missing; debootstrap: make test-fresh; procps (pgrep,
 # pkill), file, xz-utils and zstd (kernel modules): tests
 # and scripts; git: make test-fresh and a test clone the repository;
 # libjansson-dev: the monitor's JSON; socat and python3: the monitor tests
-# talk to it as other clients would; gnuplot-nox: scripts/plot-migration.sh.
+# talk to it as other clients would; gnuplot-nox: scripts/plot-migration.sh;
+# liburing-dev: the virtio disk's io_uring; e2fsprogs: the virtio test's
+# ext4 image (mkfs.ext4, debugfs, e2fsck); fio: `amalgam bench blk`'s peer.
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

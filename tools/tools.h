@@ -23,6 +23,7 @@ int bench_migrate_main(int argc, char **argv); /* amalgam bench migrate */
 int bench_fabric_main(int argc, char **argv);  /* amalgam bench fabric */
 int fabric_check_main(int argc, char **argv);  /* amalgam fabric-check */
 int bench_vmexit_main(int argc, char **argv);  /* amalgam bench vmexit */
+int bench_blk_main(int argc, char **argv);     /* amalgam bench blk */
 int restore_check_main(int argc, char **argv); /* amalgam restore-check */
 /* `amalgam topology`: the NUMA machine a guest would see, and its ACPI
  * tables as files. argv[0] is "topology". */

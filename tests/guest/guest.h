@@ -167,6 +167,8 @@ extern const struct test tests[];
 /* virtio.c */
 void virtio_setup(void);
 void virtio_run(int cpu);
+void blkbench_setup(void);
+void blkbench_run(int cpu);
 extern const struct test litmus_tests[];
 extern const struct test bench_tests[];
 

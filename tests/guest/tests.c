@@ -849,5 +849,6 @@ const struct test tests[] = {
     {"pmtimer", pmtimer_run, pmtimer_setup},
     {"hostile", hostile_run, hostile_setup},
     {"virtio", virtio_run, virtio_setup},
+    {"blkbench", blkbench_run, blkbench_setup},
     {NULL, NULL, NULL},
 };

@@ -150,8 +150,8 @@ static bool rng(uintptr_t base)
     return true;
 }
 
-/* Request k (0-7): header, data (n sectors at bufs[k], or none), status. */
-static void blk_req(int k, uint32_t type, uint64_t sector, uint32_t n)
+/* Request k (0-7): header, data (n sectors at buf, or none), status. */
+static void blk_req_at(int k, uint32_t type, uint64_t sector, uint32_t n, uint8_t *buf)
 {
     hdrs[k] = (struct blk_hdr){type, 0, sector};
     status[k] = 0xff;
@@ -159,7 +159,7 @@ static void blk_req(int k, uint32_t type, uint64_t sector, uint32_t n)
     vq.desc[d] = (struct vdesc){(uint64_t)&hdrs[k], 16, 1, (uint16_t)(d + 1)};
     uint16_t s = (uint16_t)(d + 1);
     if (n) {
-        vq.desc[d + 1] = (struct vdesc){(uint64_t)bufs[k], n * 512,
+        vq.desc[d + 1] = (struct vdesc){(uint64_t)buf, n * 512,
                                         (uint16_t)(1 | (type == 0 || type == 8 ? 2 : 0)),
                                         (uint16_t)(d + 2)};
         s = (uint16_t)(d + 2);
@@ -168,6 +168,11 @@ static void blk_req(int k, uint32_t type, uint64_t sector, uint32_t n)
     }
     vq.desc[s] = (struct vdesc){(uint64_t)&status[k], 1, 2, 0};
     offer(d);
+}
+
+static void blk_req(int k, uint32_t type, uint64_t sector, uint32_t n)
+{
+    blk_req_at(k, type, sector, n, bufs[k]);
 }
 
 static uint64_t word(uint64_t sector, bool written)
@@ -279,6 +284,116 @@ void virtio_run(int cpu)
         }
         if (!found)
             ufail(cpu, "virtio: no device (run with --drive and --rng)");
+    }
+    ubarrier();
+}
+
+/* ---- blkbench: the device's throughput as a polling driver sees it -------- */
+/* `amalgam bench blk` (tools/bench_blk.c) runs this and compares it with
+ * fio on the same host file. On the last CPU, depth requests in flight
+ * (refilled as each completes): sequential reads of 64 KiB, random 4 KiB
+ * reads, sequential 64 KiB writes then a flush. Prints the TSC rate
+ * (measured against the PM timer) and each phase's cycles. */
+#define BB_BUF (64 * 1024)
+#define BB_DEPTH 8
+static uint8_t bbuf[BB_DEPTH][BB_BUF] __attribute__((aligned(4096)));
+static uint64_t bb_depth, bb_seq, bb_rand, bb_disk_sect;
+
+void blkbench_setup(void)
+{
+    vio_cpu = arg_or("cpu", (uint64_t)ncpus - 1);
+    bb_depth = arg_or("depth", BB_DEPTH);
+    if (!bb_depth || bb_depth > BB_DEPTH)
+        bb_depth = BB_DEPTH;
+    bb_seq = arg_or("seq", 512);     /* 64 KiB requests: 32 MiB */
+    bb_rand = arg_or("rand", 4096);  /* 4 KiB requests */
+    bb_disk_sect = arg_or("disk_mb", 64) * 2048;
+}
+
+static uint32_t pm_now(void)
+{
+    return (uint32_t)upio_in(0x608, 4) & 0xffffff;
+}
+
+static uint64_t tsc_hz(void)
+{
+    uint32_t p0 = pm_now(), p;
+    uint64_t t0 = rdtsc();
+    do
+        p = pm_now();
+    while (((p - p0) & 0xffffff) < 35795); /* 10 ms of the 3.579545 MHz PM timer */
+    return (rdtsc() - t0) * 3579545ULL / ((p - p0) & 0xffffff);
+}
+
+static uint64_t bb_state = 88172645463325252ULL;
+static uint64_t bb_next(void)
+{
+    bb_state ^= bb_state << 13;
+    bb_state ^= bb_state >> 7;
+    bb_state ^= bb_state << 17;
+    return bb_state;
+}
+
+/* total requests of bs sectors, keeping bb_depth in flight; cycles taken. */
+static bool bb_phase(uintptr_t base, uint32_t type, uint32_t bs, uint64_t total, bool random,
+                     uint64_t *cycles)
+{
+    uint64_t issued = 0, done = 0, span = bb_disk_sect / bs;
+    uint64_t t0 = rdtsc(), last = t0;
+    for (; issued < bb_depth && issued < total; issued++)
+        blk_req_at((int)issued, type, (random ? bb_next() % span : issued % span) * bs, bs,
+                   bbuf[issued]);
+    R(base, 0x50) = 0;
+    while (done < total) {
+        uint16_t u = *(volatile uint16_t *)(vq.used + 2);
+        if (u == vq.used_seen) {
+            if (timed_out(last, 30))
+                return vfail("blkbench: requests stopped completing", done, total);
+            cpu_relax();
+            continue;
+        }
+        last = rdtsc();
+        bool refill = false;
+        while (vq.used_seen != u) {
+            uint32_t id;
+            memcpy(&id, vq.used + 4 + 8 * (vq.used_seen % QN), 4);
+            vq.used_seen++;
+            int k = (int)(id / 3);
+            if (status[k] != 0)
+                return vfail("blkbench: a request failed", (uint64_t)k, status[k]);
+            done++;
+            if (issued < total) {
+                blk_req_at(k, type, (random ? bb_next() % span : issued % span) * bs, bs, bbuf[k]);
+                issued++;
+                refill = true;
+            }
+        }
+        if (refill)
+            R(base, 0x50) = 0;
+    }
+    *cycles = rdtsc() - t0;
+    return true;
+}
+
+void blkbench_run(int cpu)
+{
+    if ((uint64_t)cpu == vio_cpu) {
+        uintptr_t base = VIO_BASE;
+        uint64_t c_seq = 0, c_rand = 0, c_write = 0;
+        if (R(base, 0) != 0x74726976 || R(base, 8) != 2)
+            ufail(cpu, "blkbench: no virtio-blk device in slot 0 (run with --drive)");
+        else if (bring_up(base, 1u << 9) && bb_phase(base, 0, BB_BUF / 512, bb_seq, false, &c_seq) &&
+                 bb_phase(base, 0, 8, bb_rand, true, &c_rand) &&
+                 bb_phase(base, 1, BB_BUF / 512, bb_seq, false, &c_write)) {
+            uint64_t t0 = rdtsc();
+            blk_req(0, 4, 0, 0);
+            if (kick_and_wait(base, 1)) {
+                c_write += rdtsc() - t0;
+                uprint("blkbench: tsc_hz %lu depth %lu seq_bytes %lu seq_read_cycles %lu "
+                       "rand_reqs %lu rand_read_cycles %lu seq_write_cycles %lu\n", tsc_hz(),
+                       bb_depth, bb_seq * BB_BUF, c_seq, bb_rand, c_rand, c_write);
+            }
+        }
     }
     ubarrier();
 }

@@ -80,6 +80,51 @@ START_TEST(flags_errors)
 }
 END_TEST
 
+START_TEST(flags_devices)
+{
+    struct run_args a;
+    char err[256];
+    ck_assert_int_eq(parse(&a, err, "--kernel", "k", "--drive", "file=a.img,readonly=on",
+                           "--drive=file=b.img,cache=none", "--netdev",
+                           "tap,ifname=tap7,mac=52:54:00:aa:bb:cc", "--netdev", "tap,ifname=t2",
+                           "--rng", NULL), 0);
+    ck_assert_int_eq(a.vm.ndrives, 2);
+    ck_assert_str_eq(a.vm.drives[0].file, "a.img");
+    ck_assert(a.vm.drives[0].readonly && !a.vm.drives[0].direct);
+    ck_assert_str_eq(a.vm.drives[1].file, "b.img");
+    ck_assert(!a.vm.drives[1].readonly && a.vm.drives[1].direct);
+    ck_assert_int_eq(a.vm.nnetdevs, 2);
+    ck_assert_str_eq(a.vm.netdevs[0].ifname, "tap7");
+    ck_assert_uint_eq(a.vm.netdevs[0].mac[5], 0xcc);
+    /* A derived MAC: locally administered, unicast, the same each time. */
+    ck_assert_uint_eq(a.vm.netdevs[1].mac[0], 0x52);
+    uint8_t mac[6];
+    memcpy(mac, a.vm.netdevs[1].mac, 6);
+    ck_assert_int_eq(parse(&a, err, "--kernel", "k", "--netdev", "tap,ifname=t2", NULL), 0);
+    ck_assert_mem_eq(a.vm.netdevs[0].mac, mac, 6);
+    ck_assert(a.vm.rng == false);
+    ck_assert_int_eq(vm_virtio_slots(&a.vm), 1);
+    /* Refused, with the reason. */
+    static const char *const bad[][2] = {
+        {"--drive", "readonly=on"}, {"--drive", "file=x,cache=sometimes"},
+        {"--drive", "file=x,bogus=1"}, {"--drive", "file=x,readonly=maybe"},
+        {"--netdev", "user"}, {"--netdev", "tap"}, {"--netdev", "tap,ifname=t,mac=01:00:00:00:00:01"},
+        {"--netdev", "tap,ifname=t,mac=52:54:00:00:00"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        ck_assert_int_eq(parse(&a, err, "--kernel", "k", bad[i][0], bad[i][1], NULL), -EINVAL);
+        ck_assert_msg(strstr(err, bad[i][0]) != NULL, "%s %s: %s", bad[i][0], bad[i][1], err);
+    }
+    /* At most 8 devices. */
+    ck_assert_int_eq(parse(&a, err, "--kernel", "k", "--rng", "--drive", "file=1", "--drive",
+                           "file=2", "--drive", "file=3", "--drive", "file=4", "--drive", "file=5",
+                           "--drive", "file=6", "--drive", "file=7", "--drive", "file=8", NULL),
+                     -EINVAL);
+    ck_assert_ptr_ne(strstr(err, "at most 8"), NULL);
+}
+END_TEST
+
 START_TEST(sizes)
 {
     uint64_t v;
@@ -252,6 +297,7 @@ int main(void)
     tcase_add_test(t, flags_all);
     tcase_add_test(t, flags_defaults);
     tcase_add_test(t, flags_errors);
+    tcase_add_test(t, flags_devices);
     tcase_add_test(t, sizes);
     tcase_add_test(t, memory_views_alias);
     tcase_add_test(t, memory_high_region);
