@@ -55,6 +55,7 @@
 #define VEC_TIMER 0x30
 #define VEC_IPI_BASE 0x40 /* + sender cpu */
 #define VEC_DEVICE 0x90   /* the UART's IRQ 4 through the IOAPIC (ioapic test) */
+#define VEC_VIRTIO 0x91   /* a virtio device's pin through the IOAPIC (virtio irq=1) */
 #define VEC_SPURIOUS 0xff
 
 #ifndef __ASSEMBLY__
@@ -76,6 +77,7 @@ struct percpu {
     volatile uint64_t ipi_from[MAX_CPUS];
     volatile uint64_t nmis;
     volatile uint64_t device_irqs;
+    volatile uint64_t virtio_irqs;
     uint64_t saved_ksp; /* kernel rsp while the CPU is in user mode */
     /* Breadcrumbs, printed when a test fails or a CPU takes a fault it
      * cannot survive: how far each CPU got, and its last trap. */
@@ -165,6 +167,9 @@ struct test {
 };
 extern const struct test tests[];
 /* virtio.c */
+/* The registers of the virtio device whose interrupt VEC_VIRTIO is: its
+ * handler acknowledges what the interrupt status shows (0: none). */
+extern volatile uint64_t virtio_irq_base;
 void virtio_setup(void);
 void virtio_run(int cpu);
 void blkbench_setup(void);

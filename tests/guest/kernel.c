@@ -433,6 +433,14 @@ void trap(struct trap_frame *f)
         outb(COM1 + UART_IER, 0);
         unlock_print();
         cpus[cpu].device_irqs++;
+    } else if (v == VEC_VIRTIO) {
+        /* Acknowledging the status lowers the level-triggered line before
+         * the EOI. */
+        if (virtio_irq_base) {
+            volatile uint32_t *r = (volatile uint32_t *)virtio_irq_base;
+            r[0x64 / 4] = r[0x60 / 4];
+        }
+        cpus[cpu].virtio_irqs++;
     } else if (v >= VEC_IPI_BASE && v < VEC_IPI_BASE + MAX_CPUS) {
         cpus[cpu].ipi_from[v - VEC_IPI_BASE]++;
     } else if (v == VEC_SPURIOUS) {

@@ -14,8 +14,11 @@
  *      file. GET_ID must give the serial.
  * broken=1: first a chain whose link points past the ring; the device
  *      must go to NEEDS_RESET (and say so), and work again after a reset.
- * Interrupts are suppressed (VRING_AVAIL_F_NO_INTERRUPT); the IOAPIC pins
- * stay masked. */
+ * Interrupts are suppressed (VRING_AVAIL_F_NO_INTERRUPT) and the IOAPIC pins
+ * stay masked, unless irq=1: then the driver routes the device's pin
+ * (16 + slot, level) to its own CPU and waits for the interrupt, whose
+ * handler (kernel.c) acknowledges it, before it looks at the used ring:
+ * each batch of requests must bring at least one. */
 #include "guest.h"
 
 #define VIO_BASE 0xFEB00000UL
@@ -48,7 +51,10 @@ struct blk_hdr {
 static struct blk_hdr hdrs[8];
 static uint8_t status[8];
 
-static uint64_t vio_cpu, nsect, wsect, broken;
+static uint64_t vio_cpu, nsect, wsect, broken, use_irq;
+volatile uint64_t virtio_irq_base;
+static uint64_t irqs_waited;
+#define IOAPIC_REG ((volatile uint32_t *)0xFEC00000UL)
 
 void virtio_setup(void)
 {
@@ -56,6 +62,7 @@ void virtio_setup(void)
     nsect = arg_or("nsect", 256);
     wsect = arg_or("wsect", 1024);
     broken = arg_or("broken", 0);
+    use_irq = arg_or("irq", 0);
 }
 
 static bool vfail(const char *what, uint64_t a, uint64_t b)
@@ -84,7 +91,15 @@ static bool bring_up(uintptr_t base, uint32_t extra_features)
     if (R(base, 0x34) < QN)
         return vfail("queue 0 too small", base, R(base, 0x34));
     memset(&vq, 0, sizeof vq);
-    vq.avail[0] = 1; /* no interrupts: this driver polls */
+    vq.avail[0] = use_irq ? 0 : 1; /* without irq=1, no interrupts: this driver polls */
+    if (use_irq) { /* the slot's pin to this CPU: fixed, physical, level, active high */
+        uint32_t pin = 16 + (uint32_t)((base - VIO_BASE) / VIO_STRIDE);
+        virtio_irq_base = base;
+        IOAPIC_REG[0] = 0x11 + 2 * pin;
+        IOAPIC_REG[4] = cpus[vio_cpu].apic_id << 24;
+        IOAPIC_REG[0] = 0x10 + 2 * pin;
+        IOAPIC_REG[4] = VEC_VIRTIO | 1u << 15;
+    }
     R(base, 0x38) = QN;
     uint64_t d = (uint64_t)vq.desc, a = (uint64_t)vq.avail, u = (uint64_t)vq.used;
     R(base, 0x80) = (uint32_t)d, R(base, 0x84) = (uint32_t)(d >> 32);
@@ -105,12 +120,20 @@ static void offer(uint16_t head)
     vq.avail[1] = ++vq.avail_idx;
 }
 
-/* Notifies and waits until n more chains are used. */
+/* Notifies and waits until n more chains are used (with irq=1, for an
+ * interrupt first). */
 static bool kick_and_wait(uintptr_t base, uint16_t n)
 {
+    uint64_t irqs = cpus[vio_cpu].virtio_irqs;
     R(base, 0x50) = 0;
     uint64_t t0 = rdtsc();
     uint16_t want = (uint16_t)(vq.used_seen + n);
+    while (use_irq && cpus[vio_cpu].virtio_irqs == irqs) {
+        if (timed_out(t0, 30))
+            return vfail("no interrupt came for the requests", irqs, want);
+        cpu_relax();
+    }
+    irqs_waited += use_irq;
     while (*(volatile uint16_t *)(vq.used + 2) != want) {
         if (R(base, 0x70) & 64)
             return vfail("device went to NEEDS_RESET", base, R(base, 0x70));
@@ -284,6 +307,11 @@ void virtio_run(int cpu)
         }
         if (!found)
             ufail(cpu, "virtio: no device (run with --drive and --rng)");
+        else if (use_irq && !test_failed)
+            uprint("virtio: %lu batches each woken by an interrupt (%lu in all) on cpu %lu, APIC "
+                   "id %u\n", irqs_waited, cpus[vio_cpu].virtio_irqs, vio_cpu,
+                   cpus[vio_cpu].apic_id);
+        virtio_irq_base = 0;
     }
     ubarrier();
 }

@@ -2,9 +2,14 @@
 # pair) running one 2-node machine over tcp, with `tc netem` between them:
 # 5 ms +- 2 ms delay each way, 1% loss, reordering. smp-counter and the
 # litmus tests mp and sb must pass with exact results under each, and with
-# the delay node 1's remote-fault times (--stats) must show it. Then a full
-# partition (the link cut mid-run) must be seen within the dead-peer time
-# and stop the machine cleanly on both sides.
+# the delay node 1's remote-fault times (--stats) must show it. The
+# cross-host TSC estimate (AMALGAM_TSC_ESTIMATE=1: node 1 measures node 0's
+# TSC over the link as if on another host) is applied and its residual
+# skew reported, with and without the delay: the namespaces share one TSC,
+# so whatever offset it finds is its error, which must stay within the
+# bound it states (half the best round trip). Then a full partition (the
+# link cut mid-run) must be seen within the dead-peer time and stop the
+# machine cleanly on both sides.
 # kvm: all
 source "$(dirname "$0")/common.bash"
 need_kvm
@@ -72,6 +77,21 @@ for cond in "delay 5ms 2ms" "loss 1%" "delay 1ms reorder 25% 50%"; do
                 fail "node 1's median remote fault is in $(median_bucket) us, not above 4 ms: the delay does not show"
         fi
     done
+done
+# The cross-host TSC estimate's residual skew (see the top).
+mhz=$(awk -F: '/^cpu MHz/ { print $2; exit }' /proc/cpuinfo)
+for cond in "delay 0ms" "delay 5ms 2ms"; do
+    netem $cond || { fail "tc netem $cond refused"; continue; }
+    AMALGAM_TSC_ESTIMATE=1 two_hosts "test=tsc"
+    est=$(grep -o 'TSC offset [-+0-9]* cycles (+-[0-9]*' "$TMP/err1" | head -n 1)
+    off=$(echo "$est" | awk '{ v = $3; sub(/^\+/, "", v); print (v < 0 ? -v : v) }')
+    bound=$(echo "$est" | sed 's/.*(+-//')
+    if [ $ra -eq 0 ] && [ $rb -eq 0 ] && grep -q '^TESTGUEST PASS tsc' "$TMP/out" && [ -n "$off" ] &&
+       [ "$off" -le "$bound" ]; then
+        ok "netem $cond: TSC estimate applied, residual skew $off cycles ($(awk -v c="$off" -v m="$mhz" 'BEGIN { printf "%.1f", c / m }') us), within its bound of $bound cycles; the guest's tsc test passed"
+    else
+        fail "netem $cond: TSC estimate: '$est' (exits $ra/$rb): $(grep -h 'TESTGUEST\|tsc:' "$TMP/out" | tr '\n' '|')"
+    fi
 done
 # A partition: the link goes down mid-run. (A shorter dead-peer time than
 # the slow L1's default of minutes, for these two nodes.)

@@ -5,7 +5,8 @@
 # device thread reads and writes them through the DSM. It reads an image
 # the host filled with a known pattern, writes 64 sectors, flushes and reads
 # them back, and takes 16 KiB from virtio-rng; the host then checks the
-# image file. With broken=1 a chain linking past the ring must put the
+# image file. With irq=1 the driver routes the devices' IOAPIC pins to its
+# vCPU on node 1 and waits for their interrupts. With broken=1 a chain linking past the ring must put the
 # device in NEEDS_RESET (logged and counted) and a reset must bring it back.
 # kvm: all
 source "$(dirname "$0")/common.bash"
@@ -46,6 +47,13 @@ for args in "--nodes 1 --vcpus 2" "--nodes 2 --vcpus 2" "--nodes 2 --vcpus 4"; d
         fail "$args: $(cat "$TMP/check"); $(grep 'virtio' "$TMP/err" | tr '\n' '|')"
     fi
 done
+make_image
+run_guest virtio 0 --nodes 2 --vcpus 2 --drive "file=$IMG" --rng --append "test=virtio irq=1"
+if check_image >"$TMP/check" && grep -q "^virtio: [1-9][0-9]* batches each woken by an interrupt" "$TMP/out"; then
+    ok "interrupts to a vCPU on node 1: $(grep -m1 '^virtio: ' "$TMP/out")"
+else
+    fail "interrupts to a vCPU on node 1: $(cat "$TMP/check"); $(grep 'virtio' "$TMP/out" | tr '\n' '|')"
+fi
 run_guest virtio 0 --nodes 2 --vcpus 2 --drive "file=$IMG" --rng --append "test=virtio broken=1"
 if grep -q "broke virtio blk0's rules (queue 0: descriptor index out of range)" "$TMP/err" &&
    grep -q "guest accesses ignored: virtio 1" "$TMP/err"; then

@@ -5,7 +5,8 @@
 # "available: 2 nodes (0-1)". The same kernel boots on one node first, in
 # the same run, and the times to "Run /init" (and each node's deferred
 # struct-page set-up) are printed side by side with their ratio (goal:
-# two nodes <= 1.5x one node).
+# two nodes <= 1.5x one node); and on one node with 4 vCPUs, for Linux's
+# checks of guest time (below).
 #
 # Where guest kernel mode is emulated (kvm_pvm, HOSTFACTS.md) the stock
 # kernel needs ~500 s to reach the initramfs and cannot run user programs
@@ -129,11 +130,15 @@ boot() {
     # that the two-node boot's times have a peer (AMALGAM_LINUX_COMPARE=0
     # skips it).
     if [ "${AMALGAM_LINUX_COMPARE:-1}" != 0 ]; then
-        boot_one 1 "$TMP/console1" "$TMP/err1"
+        boot_one 1 2 "$TMP/console1" "$TMP/err1"
         cp "$TMP/console1" "$KEEP-1node.console"
         cp "$TMP/err1" "$KEEP-1node.err"
+        # Four vCPUs on one node: Linux's TSC check over more pairs of
+        # vCPUs (issue 18); judged below with the others.
+        boot_one 1 4 "$TMP/console4" "$TMP/err4"
+        cp "$TMP/console4" "$KEEP-1node-4vcpus.console"
     fi
-    boot_one 2 "$CON" "$TMP/err"
+    boot_one 2 2 "$CON" "$TMP/err"
     cp "$CON" "$KEEP.console"
     cp "$TMP/err" "$KEEP.err"
     echo "--- amalgam stderr (last 15 lines)"
@@ -142,13 +147,13 @@ boot() {
     tail -n 25 "$CON" | cut -f2-
 }
 
-# boot_one NODES CONSOLE ERR: boots on NODES node processes; sets rc, total.
+# boot_one NODES VCPUS CONSOLE ERR: boots on NODES node processes; sets rc, total.
 boot_one() {
-    local nodes=$1 con=$2 err=$3 t0
-    echo "booting (up to ${LIMIT}s): amalgam run -v --stats --nodes $nodes --vcpus 2 --mem 1G ${AMALGAM_LINUX_ARGS:+$AMALGAM_LINUX_ARGS }--append '$APPEND'"
+    local nodes=$1 vcpus=$2 con=$3 err=$4 t0
+    echo "booting (up to ${LIMIT}s): amalgam run -v --stats --nodes $nodes --vcpus $vcpus --mem 1G ${AMALGAM_LINUX_ARGS:+$AMALGAM_LINUX_ARGS }--append '$APPEND'"
     t0=$SECONDS
     # shellcheck disable=SC2086 # AMALGAM_LINUX_ARGS: words to add
-    timeout -k 10 "$LIMIT" "$AMALGAM" run -v --stats --nodes "$nodes" --vcpus 2 --mem 1G ${AMALGAM_LINUX_ARGS:-} \
+    timeout -k 10 "$LIMIT" "$AMALGAM" run -v --stats --nodes "$nodes" --vcpus "$vcpus" --mem 1G ${AMALGAM_LINUX_ARGS:-} \
         --kernel "$KERNEL" --initrd "$INITRD" --append "$APPEND" </dev/null 2>"$err" |
         while IFS= read -r line || [ -n "$line" ]; do
             printf '%d\t%s\n' $((SECONDS - t0)) "${line%$'\r'}"
@@ -217,19 +222,39 @@ milestone optional "init: 2 CPUs" '^INITRAMFS cpus: 2 nproc: 2'
 milestone optional "numactl: 2 nodes" '^available: 2 nodes \(0-1\)'
 echo "the boot got as far as: $(tail -n 1 "$TMP/reached") (of the milestones above), in ${total}s"
 
-# Guest time as Linux itself judges it, on one node and on two: its TSC
-# synchronisation check and its ACPI PM-timer check must not complain.
-# Required where KVM runs natively and guest CPL0 too; in the nested L1
-# (whose own vCPUs' TSCs may disagree) and on hosts that emulate CPL0,
-# reported. How far each boot got decides which checks it reached.
+# Guest time as Linux itself judges it, on one node (2 and 4 vCPUs) and on
+# two: its TSC synchronisation check and its ACPI PM-timer check must not
+# complain. Required where KVM runs natively and guest CPL0 too. In the
+# nested L1 a complaint about the TSC is judged against QEMU's own KVM
+# guest on the same L1 (scripts/tsc-probe.sh, the same kernel and vCPU
+# count, no amalgam): if that guest's TSCs are apart too, the L1 is the
+# cause and the line is reported; if not, amalgam is, and the test fails.
+# On hosts that emulate CPL0 it is reported. How far each boot got decides
+# which checks it reached.
 time_complaints='Marking TSC unstable|TSC synchronization.*turning off|PM-Timer had inconsistent results|PM-Timer failed consistency'
-for c in "$TMP/console1" "$CON"; do
+tsc_complaint='Marking TSC unstable|TSC synchronization.*turning off'
+for c in "$TMP/console1" "$TMP/console4" "$CON"; do
     [ -s "$c" ] || continue
-    what=$([ "$c" = "$CON" ] && echo "two nodes" || echo "one node")
+    case $c in
+        "$CON") what="two nodes x 2 vCPUs" vcpus=2 ;;
+        "$TMP/console4") what="one node x 4 vCPUs" vcpus=4 ;;
+        *) what="one node x 2 vCPUs" vcpus=2 ;;
+    esac
     reached=$(grep -cE 'clocksource: Switched to clocksource tsc|clocksource: acpi_pm:' "$c")
     if grep -qE "$time_complaints" "$c"; then
         msg="$what: Linux complains about guest time: $(grep -hE "$time_complaints" "$c" | cut -f2 | head -n 2 | tr '\n' '|')"
-        if $native && [ -z "${AMALGAM_IN_NESTED:-}" ]; then fail "$msg"; else echo "reported, not required here: $msg"; fi
+        if $native && [ -z "${AMALGAM_IN_NESTED:-}" ]; then
+            fail "$msg"
+        elif [ -n "${AMALGAM_IN_NESTED:-}" ] && grep -qE "$tsc_complaint" "$c"; then
+            probe=$("$ROOT/scripts/tsc-probe.sh" "$KERNEL" "$vcpus" 300 2>&1)
+            case $probe in
+                *": unstable"*) echo "reported, not required in the L1: $msg; the L1 is the cause: $probe" ;;
+                *": synchronised"*) fail "$msg, but QEMU's KVM guest on the same L1 is not: $probe" ;;
+                *) echo "reported, not required in the L1: $msg (the probe gave no verdict: $probe)" ;;
+            esac
+        else
+            echo "reported, not required here: $msg"
+        fi
     else
         echo "$what: no complaint about the TSC or the PM timer ($reached of the 2 checks' success lines seen)"
     fi
