@@ -22,6 +22,14 @@
 # included: L1's fresh /tmp, /run, /var/tmp and /root are mounted first
 # and the repository on top.
 #
+# NESTED_RDMA=1: Soft-RoCE in L1 (issue 19): loads rdma_rxe, ib_uverbs and
+# rdma_ucm (the verbs device files and the RDMA connection manager's), and
+# first the crc32 hashes rxe asks the crypto API for (without
+# crc32_generic `rdma link add ... type rxe` fails "No such file or
+# directory"). A test then makes rxe devices on its veths
+# (tests/integration/common.bash: rxe_pair). A kernel package without
+# them: exit 3, naming the module.
+#
 # NESTED_CPU (default max,-npt): L1's CPU. Without nested paging L1's KVM
 # shadows the guest's page tables. With it, QEMU 7.2 (Debian 12's)
 # translates every read of a guest page-table entry as a store
@@ -110,6 +118,12 @@ for m in kvm-amd 9pnet_virtio 9p; do add_mod "$m"; done
 # (tun: 41-virtio-linux): loaded where the kernel package has them, else
 # skipped.
 for m in veth sch_netem tun; do [ -n "$(modfile "$m")" ] && add_mod "$m"; done
+if [ "${NESTED_RDMA:-0}" = 1 ]; then
+    for m in crc32_generic crc32_pclmul rdma_rxe ib_uverbs rdma_ucm; do
+        [ -n "$(modfile "$m")" ] || { say "NESTED_RDMA=1: kernel $KVER has no $m module, so no Soft-RoCE"; exit 3; }
+        add_mod "$m"
+    done
+fi
 
 # (Not in /: busybox mount would take a file named like a 9p tag for a
 # loop device.)

@@ -104,6 +104,21 @@ netns_pair() {
     ip -n "$NS_A" link set "va-$$" up
     ip -n "$NS_B" link set "vb-$$" up
 }
+# rxe_pair: netns_pair, with a Soft-RoCE device on each end of the veth
+# ($RXE_A over NS_A's, $RXE_B over NS_B's), so that node processes in the
+# two namespaces talk over a real kernel verbs stack; removed on exit.
+# Skips (77) without the rdma tool, rdma_rxe (the L1 of
+# scripts/nested-kvm.sh has it with NESTED_RDMA=1) or /dev/infiniband.
+rxe_pair() {
+    command -v rdma >/dev/null || skip "SKIP: no rdma tool (iproute2)"
+    netns_pair
+    RXE_A=rxea$$ RXE_B=rxeb$$
+    trap 'rdma link del $RXE_A 2>/dev/null; rdma link del $RXE_B 2>/dev/null; ip netns del $NS_A 2>/dev/null; ip netns del $NS_B 2>/dev/null; rm -rf "$TMP"' EXIT
+    ip netns exec "$NS_A" rdma link add "$RXE_A" type rxe netdev "va-$$" 2>"$TMP/rxe" &&
+        ip netns exec "$NS_B" rdma link add "$RXE_B" type rxe netdev "vb-$$" 2>>"$TMP/rxe" ||
+        skip "SKIP: cannot make Soft-RoCE devices here (rdma_rxe loaded?): $(tr '\n' ' ' <"$TMP/rxe")"
+    [ -d /dev/infiniband ] || skip "SKIP: rxe devices made but no /dev/infiniband (ib_uverbs loaded?)"
+}
 # start_heartbeat NODES VCPUS SECONDS: a machine running the test guest's
 # heartbeat in the background, once it has beaten 3 times; sets run (the
 # launcher) and kids (its node processes). Output in $TMP/out, $TMP/err.

@@ -83,7 +83,9 @@ boot_nested() {
     # likely Linux rewriting its own code on one vCPU while the other runs
     # it, which multi-threaded TCG gets wrong; with one thread this
     # binary booted for 2100 s without a fault.
-    NESTED_TCG=${NESTED_TCG:-single} NESTED_TIMEOUT=$((limit + 300)) \
+    # The L1 gets the two-node boot's limit plus its own boot, the one-node
+    # boots and one TSC probe (~25 s each and ~3 minutes measured).
+    NESTED_TCG=${NESTED_TCG:-single} NESTED_TIMEOUT=$((limit + 900)) \
         "$ROOT/scripts/nested-kvm.sh" env AMALGAM_IN_NESTED=1 \
         AMALGAM_LINUX_TIMEOUT="$limit" AMALGAM_DEAD_AFTER_MS=600000 AMALGAM_LINUX_KERNEL="$KERNEL_KIND" \
         AMALGAM_LINUX_INITRD="${AMALGAM_LINUX_INITRD:-gz}" AMALGAM_LINUX_APPEND="${AMALGAM_LINUX_APPEND:-}" AMALGAM_LINUX_ARGS="${AMALGAM_LINUX_ARGS:-}" \
@@ -226,9 +228,12 @@ echo "the boot got as far as: $(tail -n 1 "$TMP/reached") (of the milestones abo
 # two: its TSC synchronisation check and its ACPI PM-timer check must not
 # complain. Required where KVM runs natively and guest CPL0 too. In the
 # nested L1 a complaint about the TSC is judged against QEMU's own KVM
-# guest on the same L1 (scripts/tsc-probe.sh, the same kernel and vCPU
-# count, no amalgam): if that guest's TSCs are apart too, the L1 is the
-# cause and the line is reported; if not, amalgam is, and the test fails.
+# guest on the same L1 (scripts/tsc-probe.sh, the same kernel, no
+# amalgam; run once): if that guest's TSCs are declared apart too, the L1
+# is the cause and the line is reported; if not, amalgam is, and the test
+# fails. (Measured: the L1's CPU, QEMU's TCG, announces no invariant TSC,
+# so Linux on its AMD CPU with more than one CPU declares the TSCs
+# unsynchronized by rule, without measuring: tsc.c's unsynchronized_tsc().)
 # On hosts that emulate CPL0 it is reported. How far each boot got decides
 # which checks it reached.
 time_complaints='Marking TSC unstable|TSC synchronization.*turning off|PM-Timer had inconsistent results|PM-Timer failed consistency'
@@ -236,9 +241,9 @@ tsc_complaint='Marking TSC unstable|TSC synchronization.*turning off'
 for c in "$TMP/console1" "$TMP/console4" "$CON"; do
     [ -s "$c" ] || continue
     case $c in
-        "$CON") what="two nodes x 2 vCPUs" vcpus=2 ;;
-        "$TMP/console4") what="one node x 4 vCPUs" vcpus=4 ;;
-        *) what="one node x 2 vCPUs" vcpus=2 ;;
+        "$CON") what="two nodes x 2 vCPUs" ;;
+        "$TMP/console4") what="one node x 4 vCPUs" ;;
+        *) what="one node x 2 vCPUs" ;;
     esac
     reached=$(grep -cE 'clocksource: Switched to clocksource tsc|clocksource: acpi_pm:' "$c")
     if grep -qE "$time_complaints" "$c"; then
@@ -246,7 +251,7 @@ for c in "$TMP/console1" "$TMP/console4" "$CON"; do
         if $native && [ -z "${AMALGAM_IN_NESTED:-}" ]; then
             fail "$msg"
         elif [ -n "${AMALGAM_IN_NESTED:-}" ] && grep -qE "$tsc_complaint" "$c"; then
-            probe=$("$ROOT/scripts/tsc-probe.sh" "$KERNEL" "$vcpus" 300 2>&1)
+            [ -n "${probe:-}" ] || probe="$("$ROOT/scripts/tsc-probe.sh" "$KERNEL" 2 300 2>&1); the L1's TSC flags: $(grep -o -w -E 'constant_tsc|nonstop_tsc' /proc/cpuinfo | sort -u | tr '\n' ' ')"
             case $probe in
                 *": unstable"*) echo "reported, not required in the L1: $msg; the L1 is the cause: $probe" ;;
                 *": synchronised"*) fail "$msg, but QEMU's KVM guest on the same L1 is not: $probe" ;;
