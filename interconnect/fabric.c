@@ -141,8 +141,13 @@ static int get_info(struct fabric *ic, enum ic_provider p, char *err, size_t err
     hints->fabric_attr->prov_name = strdup(prov_string(p));
     const char *node = NULL;
     uint64_t flags = 0;
-    if (p == IC_PROV_TCP && bootstrap_local_ip(&ic->cfg, ip, sizeof ip) == 0) {
-        node = ip; /* bind where the cluster is reachable */
+    /* Bind where the cluster is reachable: for tcp the interface, for
+     * verbs the RDMA device whose GID holds that address (a host may have
+     * several, and with the kernel's shared RDMA namespaces every device
+     * is listed in every network namespace). */
+    if ((p == IC_PROV_TCP || p == IC_PROV_VERBS) &&
+        bootstrap_local_ip(&ic->cfg, ip, sizeof ip) == 0) {
+        node = ip;
         flags = FI_SOURCE;
     }
     int r = fi_getinfo(FI_VERSION(1, 9), node, NULL, flags, hints, &ic->info);
@@ -207,20 +212,32 @@ static int setup_buffers(struct fabric *ic)
     return 0;
 }
 
-static int open_endpoint(struct fabric *ic)
+/* Each step names itself in *step, so that a failure says which one: on
+ * a new provider or device that is most of the diagnosis. */
+static int open_endpoint(struct fabric *ic, const char **step)
 {
     struct fi_av_attr ava = {.type = FI_AV_TABLE, .count = IC_MAX_RANKS};
-    int r = fi_fabric(ic->info->fabric_attr, &ic->fabric, NULL);
-    r = r ?: fi_domain(ic->fabric, ic->info, &ic->domain, NULL);
-    r = r ?: fi_av_open(ic->domain, &ava, &ic->av, NULL);
-    r = r ?: open_cq(ic, &ic->txcq, false);
-    r = r ?: open_cq(ic, &ic->rxcq, true);
-    r = r ?: fi_endpoint(ic->domain, ic->info, &ic->ep, NULL);
-    r = r ?: fi_ep_bind(ic->ep, &ic->av->fid, 0);
-    r = r ?: fi_ep_bind(ic->ep, &ic->txcq->fid, FI_TRANSMIT);
-    r = r ?: fi_ep_bind(ic->ep, &ic->rxcq->fid, FI_RECV);
-    r = r ?: fi_enable(ic->ep);
-    r = r ?: setup_buffers(ic);
+    int r;
+#define STEP(name, call) \
+    if (!r) {            \
+        *step = name;    \
+        r = (call);      \
+    }
+    r = 0;
+    STEP("fi_fabric", fi_fabric(ic->info->fabric_attr, &ic->fabric, NULL));
+    STEP("fi_domain", fi_domain(ic->fabric, ic->info, &ic->domain, NULL));
+    STEP("fi_av_open", fi_av_open(ic->domain, &ava, &ic->av, NULL));
+    STEP("the send completion queue", open_cq(ic, &ic->txcq, false));
+    STEP("the receive completion queue", open_cq(ic, &ic->rxcq, true));
+    STEP("fi_endpoint", fi_endpoint(ic->domain, ic->info, &ic->ep, NULL));
+    STEP("binding the address vector", fi_ep_bind(ic->ep, &ic->av->fid, 0));
+    STEP("binding the send queue", fi_ep_bind(ic->ep, &ic->txcq->fid, FI_TRANSMIT));
+    STEP("binding the receive queue", fi_ep_bind(ic->ep, &ic->rxcq->fid, FI_RECV));
+    STEP("fi_enable", fi_enable(ic->ep));
+    STEP("registering the message buffers", setup_buffers(ic));
+#undef STEP
+    if (!r)
+        *step = "posting receives";
     for (int i = 0; i < NRX && !r; i++)
         r = post_rx(ic, &ic->rx[i]);
     return r;
@@ -262,9 +279,12 @@ static int fabric_open(const struct ic_config *c, struct fabric **out, char *err
     r = get_info(ic, pick_provider(c), err, errlen);
     if (r < 0)
         goto fail;
-    r = open_endpoint(ic);
+    const char *step = "";
+    r = open_endpoint(ic, &step);
     if (r) {
-        snprintf(err, errlen, "cannot open a '%s' endpoint: %s", ic->prov_name, fi_strerror(-r));
+        snprintf(err, errlen, "cannot open a '%s' endpoint on %s: %s: %s", ic->prov_name,
+                 ic->info->domain_attr->name ? ic->info->domain_attr->name : "?", step,
+                 fi_strerror(-r));
         r = -EIO;
         goto fail;
     }
