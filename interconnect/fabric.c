@@ -127,8 +127,26 @@ static enum ic_provider pick_provider(const struct ic_config *c)
     return IC_PROV_TCP;
 }
 
+/* ofi_rxm sizes its completion queue on the core provider for every peer
+ * it might ever have: (tx + rx size) x FI_UNIVERSE_SIZE, 256 by default,
+ * so 65536 entries over verbs. Soft-RoCE (rxe) takes at most 32767 and
+ * refuses the queue (fi_enable: "Invalid argument", and fi_pingpong's
+ * "ctrl/read: no data" when its server died of it); real NICs take more,
+ * but no rank has more peers than the cluster. So the universe is the
+ * cluster, unless the user set it. Before the first fi_getinfo, which is
+ * when libfabric reads its variables. */
+static void size_universe(const struct ic_config *c)
+{
+    if (getenv("FI_UNIVERSE_SIZE"))
+        return;
+    char v[16];
+    snprintf(v, sizeof v, "%d", c->size > 2 ? c->size : 2);
+    setenv("FI_UNIVERSE_SIZE", v, 0);
+}
+
 static int get_info(struct fabric *ic, enum ic_provider p, char *err, size_t errlen)
 {
+    size_universe(&ic->cfg);
     struct fi_info *hints = fi_allocinfo();
     char ip[64] = "";
     if (!hints)
