@@ -372,7 +372,7 @@ static int f_help(void *ctx, const char *v, char *err, size_t n)
 }
 
 /* Splits "a=b,c=d" options one at a time: returns the next key (and its
- * value, NULL without '='), NUL-terminating them in buf. */
+ * value, NULL without '='), NUL-terminating both in place. */
 static char *next_option(char **cursor, char **value)
 {
     char *o = *cursor;
@@ -403,14 +403,21 @@ static int on_off(const char *flag, const char *key, const char *v, bool *out, c
     return 0;
 }
 
+/* Whether flag may add one more virtio device: -EINVAL with the reason. */
+static int room_for_device(const struct run_args *a, const char *flag, char *err, size_t n)
+{
+    if (vm_virtio_slots(&a->vm) < VMM_MAX_VIRTIO)
+        return 0;
+    snprintf(err, n, "%s: at most %d virtio devices (--drive, --netdev, --rng)", flag,
+             VMM_MAX_VIRTIO);
+    return -EINVAL;
+}
+
 static int f_drive(void *ctx, const char *v, char *err, size_t n)
 {
     struct run_args *a = ctx;
-    if (vm_virtio_slots(&a->vm) >= VMM_MAX_VIRTIO) {
-        snprintf(err, n, "--drive: at most %d virtio devices (--drive, --netdev, --rng)",
-                 VMM_MAX_VIRTIO);
+    if (room_for_device(a, "--drive", err, n) < 0)
         return -EINVAL;
-    }
     struct vm_drive d = {0};
     char *copy = strdup(v), *cur = copy, *val, *key; /* kept: the config points into it */
     if (!copy)
@@ -467,11 +474,8 @@ static void derive_mac(const char *ifname, uint8_t mac[6])
 static int f_netdev(void *ctx, const char *v, char *err, size_t n)
 {
     struct run_args *a = ctx;
-    if (vm_virtio_slots(&a->vm) >= VMM_MAX_VIRTIO) {
-        snprintf(err, n, "--netdev: at most %d virtio devices (--drive, --netdev, --rng)",
-                 VMM_MAX_VIRTIO);
+    if (room_for_device(a, "--netdev", err, n) < 0)
         return -EINVAL;
-    }
     struct vm_netdev d = {0};
     char *copy = strdup(v), *cur = copy, *val, *key;
     if (!copy)
@@ -506,11 +510,8 @@ static int f_rng(void *ctx, const char *v, char *err, size_t n)
 {
     struct run_args *a = ctx;
     (void)v;
-    if (!a->vm.rng && vm_virtio_slots(&a->vm) >= VMM_MAX_VIRTIO) {
-        snprintf(err, n, "--rng: at most %d virtio devices (--drive, --netdev, --rng)",
-                 VMM_MAX_VIRTIO);
+    if (!a->vm.rng && room_for_device(a, "--rng", err, n) < 0)
         return -EINVAL;
-    }
     a->vm.rng = true;
     return 0;
 }

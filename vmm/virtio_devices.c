@@ -38,6 +38,14 @@ void vdev_apply_locked(struct vdev *d, const struct virtio_fx *fx, bool was_brok
                        "waits for a reset and its queues are", d->name, d->t.reason);
 }
 
+void vdev_fail(struct vdev *d, enum virtio_err kind, const char *why)
+{
+    struct virtio_fx fx = {.irq = -1};
+    bool was = virtio_mmio_needs_reset(&d->t);
+    virtio_mmio_fail(&d->t, kind, why, &fx);
+    vdev_apply_locked(d, &fx, was);
+}
+
 int vdev_pop(struct vdev *d, int q, struct virtq_chain *c)
 {
     struct virtio_fx fx = {.irq = -1};
@@ -309,13 +317,7 @@ int vm_virtio_preflight(const struct vm_config *cfg, char *err, size_t n)
             return -errno;
         }
     }
-    int count = vm_virtio_slots(cfg);
-    if (count > VMM_MAX_VIRTIO) {
-        snprintf(err, n, "%d virtio devices asked for (--drive, --netdev, --rng): at most %d",
-                 count, VMM_MAX_VIRTIO);
-        return -EINVAL;
-    }
-    return 0;
+    return 0; /* too many devices: build_firmware_tables refused them already */
 }
 
 /* ---- entropy: the host's getrandom ---- */

@@ -139,10 +139,7 @@ static void disk_run(struct vdev *d, uint32_t notified, bool started, bool reset
         int p = virtio_blk_parse(&q->chain, k->capacity, k->readonly, k->serial, &q->r, &why);
         q->busy = true;
         if (p < 0) {
-            struct virtio_fx fx = {.irq = -1};
-            bool was = virtio_mmio_needs_reset(&d->t);
-            virtio_mmio_fail(&d->t, VIRTIO_ERR_REQUEST, why, &fx);
-            vdev_apply_locked(d, &fx, was);
+            vdev_fail(d, VIRTIO_ERR_REQUEST, why);
             q->busy = false;
             break;
         }

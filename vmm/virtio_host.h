@@ -57,6 +57,9 @@ struct vdev {
 /* With d->lock held: carries out a transport call's effects that must stay
  * under the lock (the interrupt line, a NEEDS_RESET log line). */
 void vdev_apply_locked(struct vdev *d, const struct virtio_fx *fx, bool was_broken);
+/* The device found the driver broke the rules (lock held): NEEDS_RESET,
+ * counted, logged once. */
+void vdev_fail(struct vdev *d, enum virtio_err kind, const char *why);
 /* Pops the next chain of queue q (lock held): 1, 0 none, <0 broken ring. */
 int vdev_pop(struct vdev *d, int q, struct virtq_chain *c);
 /* Pushes a chain back as used (lock held). */

@@ -28,6 +28,8 @@ sha() { sha256sum "$1" | cut -d' ' -f1; } # FILE -> its sha256, hex
 # The first word of a .sha256 file: either a bare hex digest or
 # sha256sum's "HEX  NAME" line.
 sha_in() { h=; read -r h _ <"$1"; echo "$h"; }
+# same_sha FILE SHAFILE: FILE has the sha256 SHAFILE gives (sets got, want).
+same_sha() { want=$(sha_in "$2"); got=$(sha "$1"); [ -n "$want" ] && [ "$got" = "$want" ]; }
 
 # The virtio devices the kernel found, by virtio device ID (1 net, 2 block,
 # 4 entropy): tells "no such device given" apart from "given, but its
@@ -67,9 +69,7 @@ blk() {
         umount /mnt
         return
     fi
-    want=$(sha_in /mnt/in.sha256)
-    got=$(sha /mnt/in.bin)
-    if [ -n "$want" ] && [ "$got" = "$want" ]; then
+    if same_sha /mnt/in.bin /mnt/in.sha256; then
         say "blk read ok ($(wc -c </mnt/in.bin) bytes, sha256 $got)"
     else
         bad "blk FAIL: in.bin has sha256 $got, in.sha256 says $want"
@@ -160,9 +160,7 @@ net() {
         bad "net FAIL: wget from $url: $(tr '\n' ' ' </tmp/wget.err)"
         return
     fi
-    want=$(sha_in /tmp/net.sha256)
-    got=$(sha /tmp/net.bin)
-    if [ -n "$want" ] && [ "$got" = "$want" ]; then
+    if same_sha /tmp/net.bin /tmp/net.sha256; then
         say "net ok ($(wc -c </tmp/net.bin) bytes over http, sha256 $got)"
     else
         bad "net FAIL: net.bin ($(wc -c </tmp/net.bin) bytes) has sha256 $got, net.sha256 says $want"

@@ -194,9 +194,7 @@ t0=$SECONDS
 timeout -k 10 "$LIMIT" "${IN_NS[@]}" "$AMALGAM" run -v --nodes 1 --vcpus 1 --mem 256M \
     --kernel "$KERNEL" --initrd "$INITRD" --drive "file=$IMG" "${NETDEV[@]}" --rng \
     --append "$APPEND" </dev/null 2>"$TMP/err" |
-    while IFS= read -r line || [ -n "$line" ]; do
-        printf '%d\t%s\n' $((SECONDS - t0)) "${line%$'\r'}"
-    done >"$CON"
+    stamp_lines "$t0" >"$CON"
 rc=${PIPESTATUS[0]}
 total=$((SECONDS - t0))
 mkdir -p "$(dirname "$KEEP")"

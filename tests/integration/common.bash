@@ -85,6 +85,14 @@ run_guest() {
         fail "$name (${GUEST_ARGS[*]}): exit $rc, output: $(tr '\n' '|' <"$out") $(tr '\n' '|' <"$TMP/err")"
     fi
 }
+# stamp_lines T0: stdin's lines as "SECONDS-SINCE-T0<TAB>line" (CRs
+# dropped), for consoles whose milestones a test times.
+stamp_lines() {
+    local t0=$1 line
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf '%d\t%s\n' $((SECONDS - t0)) "${line%$'\r'}"
+    done
+}
 # netns_pair: two "hosts", network namespaces $NS_A and $NS_B joined by a
 # veth pair, at $NET.1 and $NET.2; removed on every exit. Skips (77) where
 # namespaces cannot be made.

@@ -157,9 +157,7 @@ boot_one() {
     # shellcheck disable=SC2086 # AMALGAM_LINUX_ARGS: words to add
     timeout -k 10 "$LIMIT" "$AMALGAM" run -v --stats --nodes "$nodes" --vcpus "$vcpus" --mem 1G ${AMALGAM_LINUX_ARGS:-} \
         --kernel "$KERNEL" --initrd "$INITRD" --append "$APPEND" </dev/null 2>"$err" |
-        while IFS= read -r line || [ -n "$line" ]; do
-            printf '%d\t%s\n' $((SECONDS - t0)) "${line%$'\r'}"
-        done >"$con"
+        stamp_lines "$t0" >"$con"
     rc=${PIPESTATUS[0]}
     total=$((SECONDS - t0))
     mkdir -p "$(dirname "$KEEP")"
