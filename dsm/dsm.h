@@ -52,8 +52,12 @@ enum dsm_msg_type {
     DSM_PUT_ACK = 0x2a, /* home -> cache: the home has it; free your copy */
     DSM_PUSH = 0x2b,    /* home -> cache: a read copy nobody asked for (batching);
                          * answered by Unblock, mode S if kept, I if declined */
+    DSM_DATA_PULL = 0x2c, /* home -> cache: as DATA, but the page stays in the home's
+                           * memory: the cache reads it one-sided (ops.pull), then
+                           * Unblocks. The home's copy cannot change meanwhile: the
+                           * page is busy until that Unblock (dsm_set_pull). */
     DSM_MSG_FIRST = DSM_GETS,
-    DSM_MSG_LAST = DSM_PUSH,
+    DSM_MSG_LAST = DSM_DATA_PULL,
 };
 
 enum dsm_mode { DSM_MODE_I = 0, DSM_MODE_S = 1, DSM_MODE_M = 2 };
@@ -94,6 +98,12 @@ struct dsm_ops {
     /* Optional: this node's copy of a page it is not home of is no longer
      * needed; the host may free its memory (the next install rewrites it). */
     void (*drop)(void *ctx, uint64_t page);
+    /* Optional (needed where DATA_PULL may arrive): replaces this node's
+     * copy of the page with the home's (node `from`), read one-sided from
+     * the home's memory. 0, or a negative errno: the engine counts it
+     * (pull_errors) and leaves the request waiting; the host must treat it
+     * as fatal, as it does a map error. */
+    int (*pull)(void *ctx, int from, uint64_t page);
 };
 
 #define DSM_HIST_BUCKETS 32
@@ -108,6 +118,7 @@ struct dsm_stats {
     uint64_t map_errors;
     uint64_t holds; /* requests that waited for a page's hold window */
     uint64_t pushes_sent, pushes_kept, pushes_declined; /* batching (dsm_set_push) */
+    uint64_t pulls, pull_errors; /* pages read one-sided from their home (dsm_set_pull) */
     uint64_t dropped[DSM_DROP_COUNT];
     uint64_t service_ns_log2[DSM_HIST_BUCKETS]; /* fault-to-access time histogram */
 };
@@ -139,6 +150,7 @@ struct dsm_node {
     uint32_t *fetches, *losses;
     uint64_t hold_min_ns, hold_max_ns, txn_avg_ns;
     unsigned push; /* batching: read copies sent along with one asked for */
+    bool pull;     /* answer other nodes with DATA_PULL instead of DATA */
     struct dsm_stats stats;
 };
 
@@ -171,6 +183,14 @@ void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns);
 #define DSM_PUSH_MAX 64
 #define DSM_PUSH_DEFAULT 0 /* amalgam run's --dsm-push: measured in docs/dsm.md */
 void dsm_set_push(struct dsm_node *n, unsigned pages);
+
+/* One-sided pulls: this home answers another node's request with
+ * DATA_PULL (no page on the wire; the requester reads the page from this
+ * node's memory) instead of DATA. Every node that may receive one needs
+ * ops.pull. Write-backs, evictions and pushes still carry their page: the
+ * sender frees or may change its copy right after sending. Off by default;
+ * which wins per provider is measured in docs/interconnect.md. */
+void dsm_set_pull(struct dsm_node *n, bool on);
 
 /* The hold window now, before a page's own doubling (for statistics). */
 uint64_t dsm_hold_base_ns(const struct dsm_node *n);

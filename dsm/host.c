@@ -28,8 +28,8 @@ int dsm_register_types(struct ic_types *t)
 {
     for (int type = DSM_MSG_FIRST; type <= DSM_MSG_LAST; type++) {
         bool data = dsm_carries_data((uint8_t)type);
-        int r = ic_types_add(t, (uint8_t)type, data ? DSM_PAGE_SIZE : 0,
-                             data ? DSM_PAGE_SIZE : 0);
+        uint32_t len = data ? DSM_PAGE_SIZE : type == DSM_DATA_PULL ? sizeof(struct dsm_pull_desc) : 0;
+        int r = ic_types_add(t, (uint8_t)type, len, len);
         if (r < 0)
             return r;
     }
@@ -64,6 +64,8 @@ static int op_send(void *ctx, int dst, const struct dsm_msg *m, const void *payl
         l->has_payload = payload != NULL; /* only a marker: see dsm_ops.send */
         return 0;
     }
+    if (m->type == DSM_DATA_PULL) /* where to read it: our exposed home pages */
+        return ic_send(h->ic, dst, m->type, m->page, m->mode, &h->pull_mine, sizeof h->pull_mine);
     return ic_send(h->ic, dst, m->type, m->page, m->mode, payload, payload ? DSM_PAGE_SIZE : 0);
 }
 
@@ -115,6 +117,37 @@ static void op_page_write(void *ctx, uint64_t page, const uint8_t *data)
         h->copy_errors++;
     else
         h->filled[page] = 1;
+}
+
+/* A home answered with DATA_PULL: read the page from its memory, where the
+ * descriptor that came with the message says it is. The descriptor is the
+ * peer's word: a page outside the range it describes is refused here, and
+ * a key or address its provider refuses fails the read. Either is fatal to
+ * the node (the engine counts pull_errors); the log names the peer. */
+static int op_pull(void *ctx, int from, uint64_t page)
+{
+    struct dsm_host *h = ctx;
+    const struct dsm_pull_desc *d = &h->pull_rx;
+    const void *data = NULL;
+    int r = -EPROTO;
+    if (h->pull_rx_valid && page >= d->first_page && page - d->first_page < d->region.len / DSM_PAGE_SIZE) {
+        struct ic_region rg = {d->region.addr, d->region.key, d->region.len};
+        r = ic_read(h->ic, from, &rg, (page - d->first_page) * DSM_PAGE_SIZE, DSM_PAGE_SIZE, &data);
+    } else {
+        h->pull_rejected++;
+    }
+    if (r < 0) {
+        fprintf(stderr, "amalgam node %d: cannot read page %#llx from node %d one-sided: %s\n",
+                h->eng.self, (unsigned long long)(page * DSM_PAGE_SIZE), from,
+                r == -EPROTO ? "its descriptor does not cover that page (a faulty peer?)"
+                : r == -ERANGE ? "the read lies outside the region node described"
+                : r == -ETIMEDOUT ? "no completion (is the peer alive?)"
+                : r == -ENOTSUP ? "this fabric has no one-sided reads"
+                : "the provider refused or failed it (a wrong key or address, or a dead peer)");
+        return r;
+    }
+    op_page_write(h, page, data);
+    return 0;
 }
 
 static void op_wake(void *ctx, uint64_t page)
@@ -224,7 +257,13 @@ void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payloa
         return;
     TRACE(h, "recv %#x mode %u page %llu from %d", m.type, m.mode, (unsigned long long)m.page,
           m.src);
+    if (m.type == DSM_DATA_PULL) { /* the descriptor is for op_pull, not the engine */
+        memcpy(&h->pull_rx, payload, sizeof h->pull_rx);
+        h->pull_rx_valid = true;
+        payload = NULL;
+    }
     dsm_receive(&h->eng, hdr->src_rank, &m, payload);
+    h->pull_rx_valid = false;
     settle(h);
 }
 
@@ -322,7 +361,7 @@ void dsm_host_release(struct dsm_host *h)
 
 uint64_t dsm_host_errors(const struct dsm_host *h)
 {
-    return h->copy_errors + h->eng.stats.map_errors;
+    return h->copy_errors + h->eng.stats.map_errors + h->eng.stats.pull_errors;
 }
 
 int dsm_host_poll(struct dsm_host *h)
@@ -494,7 +533,8 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
         return -ENOMEM;
     /* Pages not at home must not be mapped before the DSM governs them. */
     madvise(guest_view, npages * DSM_PAGE_SIZE, MADV_DONTNEED);
-    struct dsm_ops ops = {h, op_send, op_map, op_page_read, op_page_write, op_wake, op_now, op_drop};
+    struct dsm_ops ops = {h,       op_send, op_map,  op_page_read, op_page_write,
+                          op_wake, op_now,  op_drop, op_pull};
     int r = dsm_node_init(&h->eng, ic_rank(ic), ic_size(ic), npages, home_of, hctx, &ops);
     /* AMALGAM_DSM_LAZY_HOME=1: home pages fault in on first touch instead
      * (the old behaviour), to compare against. */
@@ -534,6 +574,7 @@ void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r)
     r->prefetches = h->prefetches;
     r->hold_window_ns = dsm_hold_base_ns(&h->eng);
     r->read_only_sharing = h->continue_wp;
+    r->pulling = h->eng.pull;
 }
 
 int dsm_host_hot_pages(const struct dsm_host *h, struct dsm_hot_page *out, int k)
@@ -572,6 +613,62 @@ int dsm_host_hot_window(struct dsm_host *h, struct dsm_hot_page *out, int k, uin
         out[i] = (struct dsm_hot_page){p, f, l};
     }
     return have;
+}
+
+/* The span of this node's home pages: what it exposes. */
+static void home_span(const struct dsm_host *h, uint64_t *lo, uint64_t *hi)
+{
+    *lo = h->npages;
+    *hi = 0;
+    for (uint64_t p = 0; p < h->npages; p++)
+        if (h->eng.home_of(h->eng.hctx, p) == h->eng.self) {
+            *lo = p < *lo ? p : *lo;
+            *hi = p + 1;
+        }
+}
+
+const char *dsm_pull_error(int r)
+{
+    return r == -ENOTSUP   ? "the fabric provider has no one-sided reads"
+           : r == -ENOMEM  ? "the home pages could not be registered for remote reads "
+                             "(not enough lockable memory: see ulimit -l / RLIMIT_MEMLOCK)"
+                           : strerror(-r);
+}
+
+/* AMALGAM_TEST_PULL_FAULT=key|addr|cover: this home describes its pages
+ * wrongly, as a faulty peer would (a key its provider refuses, an address
+ * outside what it registered, a range without the page asked for): the
+ * puller must refuse or fail the read, say so and stop, never hang. */
+static void test_fault(struct dsm_pull_desc *d)
+{
+    const char *f = getenv("AMALGAM_TEST_PULL_FAULT");
+    if (!f)
+        return;
+    if (!strcmp(f, "key"))
+        d->region.key ^= 0x5a5a5a5aULL;
+    else if (!strcmp(f, "addr"))
+        d->region.addr += d->region.len + (1ULL << 30);
+    else if (!strcmp(f, "cover"))
+        d->first_page += d->region.len / DSM_PAGE_SIZE;
+}
+
+int dsm_host_set_pull(struct dsm_host *h, bool on)
+{
+    dsm_set_pull(&h->eng, false);
+    if (!on)
+        return 0;
+    uint64_t lo, hi;
+    home_span(h, &lo, &hi);
+    if (hi <= lo)
+        return 0; /* home of nothing: nobody will ask */
+    struct ic_region rg;
+    int r = ic_expose(h->ic, h->agent_view + lo * DSM_PAGE_SIZE, (hi - lo) * DSM_PAGE_SIZE, &rg);
+    if (r < 0)
+        return r;
+    h->pull_mine = (struct dsm_pull_desc){{rg.addr, rg.key, rg.len}, lo};
+    test_fault(&h->pull_mine);
+    dsm_set_pull(&h->eng, true);
+    return 0;
 }
 
 void dsm_host_set_push(struct dsm_host *h, unsigned pages)

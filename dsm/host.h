@@ -37,6 +37,16 @@ struct dsm_local_msg {
     bool has_payload;
 };
 
+/* What a DATA_PULL carries: where the page can be read (ic_read), as the
+ * home's exposed region and the page number of its first byte. 32 bytes,
+ * little-endian on the wire (x86 only). */
+struct dsm_pull_desc {
+    struct {
+        uint64_t addr, key, len;
+    } region;
+    uint64_t first_page;
+};
+
 #define DSM_HOST_THREADS 512 /* threads counted per node: vCPUs and the device thread */
 
 struct dsm_host {
@@ -77,6 +87,12 @@ struct dsm_host {
     uint64_t window_start_ns;
     struct dsm_thread_faults *threads; /* DSM_HOST_THREADS of them */
     uint64_t prefetches; /* pages asked for by dsm_host_prefetch */
+    /* One-sided pulls: the descriptor this node sends with DATA_PULL, and
+     * the one that came with the DATA_PULL being handled (valid only
+     * during that dsm_receive); pulls refused for a page outside it. */
+    struct dsm_pull_desc pull_mine, pull_rx;
+    bool pull_rx_valid;
+    uint64_t pull_rejected;
 };
 
 /* Per thread (a vCPU's thread on this node): its userfaultfd faults, by
@@ -138,6 +154,7 @@ struct dsm_host_report {
     uint64_t prefetches; /* pages asked for by dsm_host_prefetch */
     uint64_t hold_window_ns;
     bool read_only_sharing; /* see continue_wp */
+    bool pulling;           /* this home answers with DATA_PULL (dsm_host_set_pull) */
 };
 void dsm_host_report(const struct dsm_host *h, struct dsm_host_report *r);
 /* The k pages (<= 64) most fetched and lost here, most first (dsm.h). */
@@ -157,6 +174,15 @@ const struct dsm_thread_faults *dsm_host_thread(const struct dsm_host *h, int64_
  * write. Pages out of range are skipped. Message loop only; returns how
  * many requests went out. */
 int dsm_host_prefetch(struct dsm_host *h, const uint64_t *pages, int n);
+/* One-sided pulls (dsm_set_pull): exposes this node's home pages through
+ * ic_expose and answers other nodes with DATA_PULL. Before the message
+ * loop starts. 0, or ic_expose's error (-ENOTSUP: the fabric cannot;
+ * -ENOMEM: the memory could not be registered, typically RLIMIT_MEMLOCK),
+ * and then this home keeps sending pages. Any node may receive DATA_PULL
+ * from a home that could, whatever its own answer was. */
+int dsm_host_set_pull(struct dsm_host *h, bool on);
+/* Words for dsm_host_set_pull's error. */
+const char *dsm_pull_error(int r);
 /* Batching: see dsm_set_push. Before the message loop starts. */
 void dsm_host_set_push(struct dsm_host *h, unsigned pages);
 /* The userfaultfd, for the message loop's wait. */

@@ -116,6 +116,11 @@ void dsm_set_hold(struct dsm_node *n, uint64_t min_ns, uint64_t max_ns)
     n->hold_max_ns = max_ns < min_ns ? min_ns : max_ns;
 }
 
+void dsm_set_pull(struct dsm_node *n, bool on)
+{
+    n->pull = on;
+}
+
 void dsm_set_push(struct dsm_node *n, unsigned pages)
 {
     n->push = pages > DSM_PUSH_MAX ? DSM_PUSH_MAX : pages;
@@ -165,7 +170,9 @@ static int send(struct dsm_node *n, int dst, uint8_t type, uint8_t mode, uint64_
 {
     struct dsm_msg m = {.type = type, .mode = mode, .src = (uint16_t)n->self, .page = page};
     const void *payload = NULL;
-    if (with_data && dst == n->self) {
+    if (type == DSM_DATA && dst != n->self && n->pull) {
+        m.type = DSM_DATA_PULL; /* the requester reads it from our memory */
+    } else if (with_data && dst == n->self) {
         payload = n->scratch;
     } else if (with_data) {
         payload = n->ops.page_read(n->ops.ctx, page, n->scratch);
@@ -303,16 +310,24 @@ static int cache_msg(struct dsm_node *n, int from, const struct dsm_msg *m, cons
     uint8_t st = n->cache[p];
     switch (m->type) {
     case DSM_DATA:
-        if (m->mode == DSM_MODE_S && st == C_IS) {
-            install(n, from, p, payload);
-            completed(n, p, C_S, DSM_PROT_READ);
-        } else if (m->mode == DSM_MODE_M && (st == C_IM || st == C_SM)) {
-            install(n, from, p, payload);
-            completed(n, p, C_M, DSM_PROT_WRITE);
-        } else {
+    case DSM_DATA_PULL: {
+        bool s = m->mode == DSM_MODE_S && st == C_IS;
+        if (!s && !(m->mode == DSM_MODE_M && (st == C_IM || st == C_SM)))
             return -EPROTO;
+        if (m->type == DSM_DATA) {
+            install(n, from, p, payload);
+        } else if (!n->ops.pull || from == n->self) {
+            return -EPROTO;
+        } else if (n->ops.pull(n->ops.ctx, from, p) < 0) {
+            n->stats.pull_errors++; /* the host stops the node: see dsm_ops.pull */
+            return 0;
+        } else {
+            n->stats.pulls++;
+            n->stats.bytes_moved += DSM_PAGE_SIZE;
         }
+        completed(n, p, s ? C_S : C_M, s ? DSM_PROT_READ : DSM_PROT_WRITE);
         return 0;
+    }
     case DSM_GRANT:
         if (st != C_SM)
             return -EPROTO;

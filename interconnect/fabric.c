@@ -12,6 +12,7 @@
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_eq.h>
+#include <rdma/fi_rma.h>
 #include <rdma/fi_tagged.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -92,6 +93,16 @@ struct fabric {
     struct fid_mr *mr;
     void *desc;
     uint8_t *region;
+    /* One-sided reads (cfg.rma and the provider agreed): the region this
+     * node exposes, and the one read in flight (under lock; its completion
+     * comes on the send queue, told apart by its context). */
+    bool rma;
+    struct fid_mr *exposed;
+    struct fi_context rd_ctx;
+    uint8_t *rd_buf;   /* one page after the slots, registered with them */
+    int rd_state;      /* 0 in flight, 1 done, -1 failed */
+    bool rd_stuck;     /* a read timed out: its completion may still come */
+    char rd_why[128];
     struct slot rx[NRX], tx[NTX];
     struct slot *free_tx[NTX];
     int nfree;
@@ -168,7 +179,16 @@ static int get_info(struct fabric *ic, enum ic_provider p, char *err, size_t err
         node = ip;
         flags = FI_SOURCE;
     }
-    int r = fi_getinfo(FI_VERSION(1, 9), node, NULL, flags, hints, &ic->info);
+    int r = -FI_ENODATA;
+    if (ic->cfg.rma) {
+        /* With one-sided reads if the provider has them; else as without. */
+        hints->caps |= FI_RMA | FI_READ | FI_REMOTE_READ;
+        r = fi_getinfo(FI_VERSION(1, 9), node, NULL, flags, hints, &ic->info);
+        ic->rma = r == 0;
+        hints->caps &= ~(uint64_t)(FI_RMA | FI_READ | FI_REMOTE_READ);
+    }
+    if (!ic->rma)
+        r = fi_getinfo(FI_VERSION(1, 9), node, NULL, flags, hints, &ic->info);
     fi_freeinfo(hints);
     if (r) {
         snprintf(err, errlen, "fabric provider '%s' is not usable here: %s%s", prov_string(p),
@@ -207,7 +227,8 @@ static int post_rx(struct fabric *ic, struct slot *s)
 static int setup_buffers(struct fabric *ic)
 {
     size_t len = (size_t)(NRX + NTX) * SLOT_SIZE;
-    ic->region = aligned_alloc(4096, (len + 4095) & ~(size_t)4095);
+    len = ((len + 4095) & ~(size_t)4095) + IC_MAX_PAYLOAD; /* + the read page */
+    ic->region = aligned_alloc(4096, len);
     if (!ic->region)
         return -ENOMEM;
     /* Touch every slot now: a first receive into an untouched slot page
@@ -215,7 +236,8 @@ static int setup_buffers(struct fabric *ic)
      * the DSM's page transfers hit one before this). */
     memset(ic->region, 0, len);
     if (ic->info->domain_attr->mr_mode & FI_MR_LOCAL) {
-        int r = fi_mr_reg(ic->domain, ic->region, len, FI_SEND | FI_RECV, 0, 0, 0, &ic->mr, NULL);
+        uint64_t access = FI_SEND | FI_RECV | (ic->rma ? FI_READ : 0);
+        int r = fi_mr_reg(ic->domain, ic->region, len, access, 0, 0, 0, &ic->mr, NULL);
         if (r)
             return r;
         ic->desc = fi_mr_desc(ic->mr);
@@ -227,6 +249,7 @@ static int setup_buffers(struct fabric *ic)
         ic->free_tx[i] = &ic->tx[i];
     }
     ic->nfree = NTX;
+    ic->rd_buf = ic->region + len - IC_MAX_PAYLOAD;
     return 0;
 }
 
@@ -338,12 +361,21 @@ static void reap_tx(struct fabric *ic)
     struct fi_cq_tagged_entry e[16];
     ssize_t n;
     while ((n = fi_cq_read(ic->txcq, e, 16)) > 0)
-        for (ssize_t i = 0; i < n; i++)
-            ic->free_tx[ic->nfree++] = (struct slot *)e[i].op_context;
+        for (ssize_t i = 0; i < n; i++) {
+            if (e[i].op_context == &ic->rd_ctx)
+                ic->rd_state = 1;
+            else
+                ic->free_tx[ic->nfree++] = (struct slot *)e[i].op_context;
+        }
     if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry ee = {0};
-        if (fi_cq_readerr(ic->txcq, &ee, 0) > 0 && ee.op_context)
+        if (fi_cq_readerr(ic->txcq, &ee, 0) > 0 && ee.op_context == &ic->rd_ctx) {
+            ic->rd_state = -1;
+            snprintf(ic->rd_why, sizeof ic->rd_why, "%s",
+                     fi_cq_strerror(ic->txcq, ee.prov_errno, ee.err_data, NULL, 0));
+        } else if (ee.op_context) {
             ic->free_tx[ic->nfree++] = (struct slot *)ee.op_context;
+        }
     }
 }
 
@@ -655,6 +687,99 @@ static void fabric_wait_ns(void *t, uint64_t max_ns, int also_fd)
 }
 
 
+/* ---- one-sided reads ----------------------------------------------------- */
+
+static int fabric_expose(void *t, void *base, size_t len, struct ic_region *out)
+{
+    struct fabric *ic = t;
+    if (!ic->rma)
+        return -ENOTSUP;
+    if (ic->exposed)
+        return -EBUSY;
+    uint64_t mode = ic->info->domain_attr->mr_mode;
+    /* Key 1: the message buffers took 0 where the caller picks keys. */
+    int r = fi_mr_reg(ic->domain, base, len, FI_REMOTE_READ, 0, 1, 0, &ic->exposed, NULL);
+    if (r) {
+        ic->exposed = NULL;
+        return r == -FI_ENOMEM || r == -FI_EAGAIN ? -ENOMEM : r < 0 ? r : -EIO;
+    }
+    *out = (struct ic_region){.addr = (mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)base : 0,
+                              .key = fi_mr_key(ic->exposed), .len = len};
+    return 0;
+}
+
+static void read_failed(struct fabric *ic, int peer, const char *why)
+{
+    ic->stats.read_errors++;
+    uint64_t t = clock_now_ns();
+    if (t - ic->last_log < LOG_EVERY_NS)
+        return;
+    ic->last_log = t;
+    fprintf(stderr, "amalgam: a one-sided read from rank %d failed: %s (%llu so far)\n", peer,
+            why, (unsigned long long)ic->stats.read_errors);
+}
+
+/* Lock held. Progress comes from reading the queues, as for sends. */
+static int read_locked(struct fabric *ic, int peer, uint64_t addr, uint64_t key, size_t len)
+{
+    uint64_t start = clock_now_ns();
+    ic->rd_state = 0;
+    for (;;) {
+        ssize_t r = fi_read(ic->ep, ic->rd_buf, len, ic->desc, ic->peer[peer], addr, key,
+                            &ic->rd_ctx);
+        if (r == 0)
+            break;
+        if (r != -FI_EAGAIN) {
+            snprintf(ic->rd_why, sizeof ic->rd_why, "the provider refused it: %s",
+                     fi_strerror((int)-r));
+            return -EIO;
+        }
+        if (clock_now_ns() - start > ic->dead_ns)
+            return -ETIMEDOUT;
+        reap_tx(ic);
+        fi_cq_read(ic->rxcq, NULL, 0);
+    }
+    while (ic->rd_state == 0) {
+        reap_tx(ic);
+        if (ic->rd_state)
+            break;
+        fi_cq_read(ic->rxcq, NULL, 0);
+        if (clock_now_ns() - start > ic->dead_ns) {
+            ic->rd_stuck = true; /* its completion may still land in rd_buf */
+            return -ETIMEDOUT;
+        }
+    }
+    return ic->rd_state > 0 ? 0 : -EIO;
+}
+
+static int fabric_read(void *t, int peer, const struct ic_region *rg, uint64_t offset,
+                       size_t len, const void **data)
+{
+    struct fabric *ic = t;
+    if (!ic->rma)
+        return -ENOTSUP;
+    pthread_mutex_lock(&ic->lock);
+    int r;
+    if (!ic_region_holds(rg, offset, len) || rg->addr + offset < rg->addr) {
+        ic->stats.read_rejected++;
+        r = -ERANGE;
+    } else if (ic->rd_stuck) {
+        r = -EIO; /* the buffer is not ours again until that read ends */
+        read_failed(ic, peer, "an earlier read never completed");
+    } else {
+        r = read_locked(ic, peer, rg->addr + offset, rg->key, len);
+        if (r == 0) {
+            ic->stats.reads++;
+            *data = ic->rd_buf;
+        } else {
+            read_failed(ic, peer, r == -ETIMEDOUT ? "no completion within the liveness time-out"
+                                                  : ic->rd_why);
+        }
+    }
+    pthread_mutex_unlock(&ic->lock);
+    return r;
+}
+
 static void fabric_close(void *t)
 {
     struct fabric *ic = t;
@@ -672,6 +797,8 @@ static void fabric_close(void *t)
             reap_tx(ic);
         fi_close(&ic->ep->fid);
     }
+    if (ic->exposed)
+        fi_close(&ic->exposed->fid);
     if (ic->mr)
         fi_close(&ic->mr->fid);
     if (ic->txcq)
@@ -696,5 +823,5 @@ static void fabric_close(void *t)
 const struct ic_transport ic_fabric_transport = {
     "libfabric", fabric_send, fabric_poll, fabric_tick, fabric_dead_rank, fabric_dead_after_ns,
     fabric_fd, fabric_wait_ns, fabric_stats, fabric_provider_name, fabric_clock_probe,
-    fabric_clock_offset, fabric_close,
+    fabric_clock_offset, fabric_close, fabric_expose, fabric_read,
 };

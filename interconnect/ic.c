@@ -141,6 +141,27 @@ int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uin
                                  : -ENOTSUP;
 }
 
+int ic_expose(struct ic *ic, void *base, size_t len, struct ic_region *out)
+{
+    if (!base || !len)
+        return -EINVAL;
+    return ic->ops->expose ? ic->ops->expose(ic->t, base, len, out) : -ENOTSUP;
+}
+
+int ic_read(struct ic *ic, int peer, const struct ic_region *r, uint64_t offset, size_t len,
+            const void **data)
+{
+    if (peer < 0 || peer >= ic->size || peer == ic->rank || len == 0 || len > IC_MAX_PAYLOAD)
+        return -EINVAL;
+    return ic->ops->read ? ic->ops->read(ic->t, peer, r, offset, len, data) : -ENOTSUP;
+}
+
+/* The one check every transport makes of a descriptor from the network. */
+bool ic_region_holds(const struct ic_region *r, uint64_t offset, size_t len)
+{
+    return offset <= r->len && len <= r->len - offset;
+}
+
 int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_handler fn,
                      void *ctx, const _Atomic int *cancel, int64_t *offset, uint64_t *rtt,
                      uint64_t *samples)

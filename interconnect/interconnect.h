@@ -86,6 +86,10 @@ struct ic_config {
     /* ic_spawn_local only: give each local rank its own share of this
      * process's CPUs (stable timings when several nodes share a host). */
     bool pin_local;
+    /* Ask the provider for one-sided reads (FI_RMA) too, for ic_expose and
+     * ic_read. A provider that refuses them is opened without; ic_expose
+     * then says -ENOTSUP. Off, the endpoint is opened as before. */
+    bool rma;
 };
 
 /* Why a message was dropped; counters in struct ic_stats. */
@@ -97,6 +101,10 @@ enum ic_drop {
 struct ic_stats {
     uint64_t sent, received, bytes_sent, bytes_received;
     uint64_t dropped[IC_DROP_COUNT];
+    /* One-sided reads: done, refused before they left (a descriptor or
+     * offset outside the region a peer described), and completed in error
+     * (the peer's provider refused the key or address, or it died). */
+    uint64_t reads, read_rejected, read_errors;
 };
 
 struct ic;
@@ -190,6 +198,32 @@ int ic_clock_offset(struct ic *ic, int peer, int64_t *offset, uint64_t *rtt, uin
 int ic_clock_measure(struct ic *ic, int peer, int probes, uint64_t wait_ns, ic_handler fn,
                      void *ctx, const _Atomic int *cancel, int64_t *offset, uint64_t *rtt,
                      uint64_t *samples);
+
+/* ---- one-sided reads (RMA) ----
+ * A node exposes one region of its memory once (the DSM: its home pages)
+ * and sends the region's descriptor to whoever may read it; a peer then
+ * reads from the region without the owner's CPU taking part. The
+ * descriptor comes from the network, so it is untrusted: ic_read refuses
+ * an offset or length outside it (-ERANGE, counted in read_rejected), and
+ * a key or address the owner's provider refuses completes in error (-EIO,
+ * counted in read_errors). The owner keeps the region's contents stable
+ * for as long as its protocol says a read may be in flight. */
+struct ic_region {
+    uint64_t addr; /* what the provider wants as the remote address of byte 0 */
+    uint64_t key;
+    uint64_t len;
+};
+/* Registers [base, base + len) for remote reads. Once per ic; -ENOTSUP
+ * where the transport or provider has no one-sided reads (or the config
+ * did not ask for them), -ENOMEM where registration failed for lack of
+ * lockable memory (RLIMIT_MEMLOCK), else 0 or a negative errno. */
+int ic_expose(struct ic *ic, void *base, size_t len, struct ic_region *out);
+/* Reads len (<= IC_MAX_PAYLOAD) bytes at offset in peer's region r. On
+ * success *data points at them, in a buffer of the transport's that stays
+ * valid until the next ic_read on this ic. Blocks until the read completes
+ * (a few microseconds), or -ETIMEDOUT after the liveness time-out. */
+int ic_read(struct ic *ic, int peer, const struct ic_region *r, uint64_t offset, size_t len,
+            const void **data);
 
 /* A file descriptor that becomes readable when ic_poll() has work, for
  * epoll loops (-1 if the provider has none: poll instead). */

@@ -32,6 +32,13 @@ struct lb_node {
     size_t n, cap;
     int drop[256];     /* per type sent: >0 lose that many more, -1 lose all */
     struct ic_stats stats;
+    /* One-sided reads: the region this node exposed (its key plays the
+     * provider's part: a read naming another key or reaching past the
+     * region fails as a NIC would fail it), and where reads land. */
+    uint8_t *exposed;
+    size_t exposed_len;
+    uint64_t key;
+    uint8_t rd_buf[IC_MAX_PAYLOAD];
 };
 
 struct lb_shared {
@@ -199,6 +206,45 @@ static void lb_wait_ns(void *t, uint64_t max_ns, int also_fd)
 static const struct ic_stats *lb_stats(const void *t) { return &((const struct lb_node *)t)->stats; }
 static const char *lb_name(const void *t) { (void)t; return "loopback"; }
 
+static int lb_expose(void *t, void *base, size_t len, struct ic_region *out)
+{
+    struct lb_node *me = t;
+    pthread_mutex_lock(&me->sh->lock);
+    int r = me->exposed ? -EBUSY : 0;
+    if (!r) {
+        me->exposed = base;
+        me->exposed_len = len;
+        me->key = 0x10000u + (uint64_t)me->rank * 7919u; /* any value a peer could get wrong */
+        *out = (struct ic_region){.addr = 0, .key = me->key, .len = len};
+    }
+    pthread_mutex_unlock(&me->sh->lock);
+    return r;
+}
+
+static int lb_read(void *t, int peer, const struct ic_region *rg, uint64_t offset, size_t len,
+                   const void **data)
+{
+    struct lb_node *me = t;
+    struct lb_shared *sh = me->sh;
+    pthread_mutex_lock(&sh->lock);
+    struct lb_node *p = sh->node[peer];
+    int r = 0;
+    if (!ic_region_holds(rg, offset, len) || rg->addr + offset < rg->addr) {
+        me->stats.read_rejected++;
+        r = -ERANGE;
+    } else if (!p || !p->exposed || rg->key != p->key || rg->addr + offset > p->exposed_len ||
+               len > p->exposed_len - (rg->addr + offset)) {
+        me->stats.read_errors++; /* what the owner's NIC would refuse */
+        r = p ? -EIO : -EPIPE;
+    } else {
+        memcpy(me->rd_buf, p->exposed + rg->addr + offset, len);
+        me->stats.reads++;
+        *data = me->rd_buf;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return r;
+}
+
 static void drop_ref(struct lb_shared *sh)
 {
     pthread_mutex_lock(&sh->lock);
@@ -227,7 +273,7 @@ static void lb_close(void *t)
 
 static const struct ic_transport loopback_transport = {
     "loopback", lb_send, lb_poll, lb_tick, lb_dead_rank, lb_dead_after, lb_fd, lb_wait_ns,
-    lb_stats, lb_name, NULL, NULL, lb_close,
+    lb_stats, lb_name, NULL, NULL, lb_close, lb_expose, lb_read,
 };
 
 int ic_loopback_open(int n, const struct ic_types *types, const struct ic_loopback_opts *o,

@@ -25,6 +25,10 @@ struct ic_transport {
     int (*clock_probe)(void *t, int peer);
     int (*clock_offset)(void *t, int peer, int64_t *offset, uint64_t *rtt, uint64_t *samples);
     void (*close)(void *t);
+    /* Optional (NULL: -ENOTSUP): one-sided reads (ic_expose, ic_read). */
+    int (*expose)(void *t, void *base, size_t len, struct ic_region *out);
+    int (*read)(void *t, int peer, const struct ic_region *r, uint64_t offset, size_t len,
+                const void **data);
 };
 
 /* Wraps an opened transport in a struct ic: 0 or -ENOMEM (then the
@@ -33,6 +37,9 @@ int ic_wrap(const struct ic_transport *ops, void *t, int rank, int size, struct 
 
 /* The transport behind ic, if it is of this kind; else NULL. */
 void *ic_transport_of(struct ic *ic, const struct ic_transport *ops);
+
+/* offset and len lie inside r (which came from the network). */
+bool ic_region_holds(const struct ic_region *r, uint64_t offset, size_t len);
 
 /* fabric.c */
 int ic_fabric_open(const struct ic_config *c, void **out, char *err, size_t errlen);

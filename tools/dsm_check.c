@@ -42,9 +42,11 @@ struct check {
     int verify_result;   /* the counter check's (rank 0) */
     int rank, size;
     bool sweep;
+    bool pull; /* --dsm-pull on: homes answer with one-sided pulls */
     int bench_pages; /* --bench N: rank 1 times first touches of rank 0's pages */
     uint64_t bench_ns[3][4096];
     volatile bool stop;
+    volatile bool broken; /* the DSM host failed (dsm_host_errors) */
     int dead;
 };
 
@@ -88,6 +90,10 @@ static void *progress(void *arg)
         if (t - last > 50000000ULL) {
             last = t;
             sample_resident(c);
+            if (dsm_host_errors(&c->host)) { /* a worker may wait for ever: stop */
+                c->broken = true;
+                c->stop = true;
+            }
             if (ic_tick(c->ic, t) < 0) {
                 c->dead = ic_dead_rank(c->ic);
                 c->stop = true;
@@ -226,7 +232,7 @@ static int wait_flag(struct check *c, int *flag, int want, int seconds)
     uint64_t end = clock_now_ns() + (uint64_t)seconds * 1000000000ULL;
     while (__atomic_load_n(flag, __ATOMIC_SEQ_CST) < want) {
         if (c->stop || clock_now_ns() > end)
-            return c->dead >= 0 ? -EPIPE : -ETIMEDOUT;
+            return c->broken ? -EIO : c->dead >= 0 ? -EPIPE : -ETIMEDOUT;
         usleep(1000);
     }
     return 0;
@@ -267,6 +273,9 @@ static int verify(struct check *c, int size)
 static int run(struct check *c, const struct ic_config *cfg)
 {
     char err[512];
+    struct ic_config with_rma = *cfg;
+    with_rma.rma = c->pull;
+    cfg = &with_rma;
     int r = ic_open(cfg, &c->ic, err, sizeof err);
     if (r < 0) {
         fprintf(stderr, "amalgam dsm-check: rank %d: %s\n", cfg->rank, err);
@@ -294,6 +303,12 @@ static int run(struct check *c, const struct ic_config *cfg)
                        c->cache_bytes / DSM_PAGE_SIZE, home_of, c);
     if (r < 0) {
         fprintf(stderr, "amalgam dsm-check: cannot attach the DSM: %s\n", strerror(-r));
+        return r;
+    }
+    r = dsm_host_set_pull(&c->host, c->pull);
+    if (r < 0) { /* asked to check pulls, it cannot: that is a failure here */
+        fprintf(stderr, "amalgam dsm-check: rank %d: no one-sided pulls over '%s': %s\n",
+                cfg->rank, ic_provider_name(c->ic), dsm_pull_error(r));
         return r;
     }
     pthread_t prog, thr[64];
@@ -324,6 +339,10 @@ static int run(struct check *c, const struct ic_config *cfg)
     if (r == -EPIPE)
         fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
                 cfg->rank, c->dead);
+    else if (c->broken)
+        fprintf(stderr, "amalgam dsm-check: rank %d: the DSM could not copy, protect or pull "
+                "pages (%llu failures); stopping\n", cfg->rank,
+                (unsigned long long)dsm_host_errors(&c->host));
     else if (r < 0)
         fprintf(stderr, "amalgam dsm-check: rank %d: %s\n", cfg->rank, strerror(-r));
     if (r < 0)
@@ -347,13 +366,14 @@ static int run(struct check *c, const struct ic_config *cfg)
         printf("dsm-check: rank %d of %d: ok in %.2f s; %llu read faults, %llu write faults "
                "(%llu upgrades), %llu invalidations, %llu recalls, %llu userfaultfd events, "
                "%llu resolve errors, %llu map errors; %llu evictions (%llu written back), "
-               "peak resident %llu of %llu KiB\n", cfg->rank, cfg->size, secs,
+               "%llu pulled one-sided; peak resident %llu of %llu KiB\n", cfg->rank, cfg->size, secs,
                (unsigned long long)s->read_faults, (unsigned long long)s->write_faults,
                (unsigned long long)s->upgrades, (unsigned long long)s->inv_received,
                (unsigned long long)s->recalls_received,
                (unsigned long long)c->host.uffd_events, (unsigned long long)c->host.resolve_errors,
                (unsigned long long)s->map_errors, (unsigned long long)s->evictions,
-               (unsigned long long)s->writebacks, (unsigned long long)(c->peak_bytes >> 10),
+               (unsigned long long)s->writebacks, (unsigned long long)s->pulls,
+               (unsigned long long)(c->peak_bytes >> 10),
                (unsigned long long)(len >> 10));
     else if (r == -EPIPE)
         fprintf(stderr, "amalgam dsm-check: rank %d: peer rank %d stopped answering\n",
@@ -371,6 +391,7 @@ static int run(struct check *c, const struct ic_config *cfg)
 static const char check_usage[] =
     "usage: amalgam dsm-check [--local K [--pin]] [node flags] [--threads N] [--iters N]\n"
     "                         [--sweep --mem SIZE [--dsm-cache SIZE]] [--bench PAGES]\n"
+    "                         [--dsm-pull on|off]\n"
     "The DSM end to end with host threads standing in for vCPUs (no KVM needed).\n"
     "Default: every thread of every rank does lock xadd on one shared counter and\n"
     "plain increments on its own word of one shared page; the totals must be exact.\n"
@@ -382,6 +403,7 @@ static const char check_usage[] =
     "  --mem SIZE         shared memory size for --sweep (e.g. 96M)\n"
     "  --dsm-cache SIZE   bound on other ranks' pages cached per rank\n"
     "  --bench PAGES      rank 1 times first reads and writes of rank 0's pages\n"
+    "  --dsm-pull on|off  pages move by one-sided reads from their home (default off)\n"
     "Node flags (--rank --ranks --bootstrap --secret-file --fabric) as for every\n"
     "multi-node command; rank and size also come from mpirun/srun.\n";
 
@@ -413,6 +435,13 @@ int dsm_check_main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--pin")) {
             /* taken above, for --local; a rank itself ignores it */
+        } else if (!strcmp(argv[i], "--dsm-pull") && i + 1 < argc) {
+            i++;
+            if (strcmp(argv[i], "on") && strcmp(argv[i], "off")) {
+                fprintf(stderr, "amalgam dsm-check: --dsm-pull on|off\n");
+                return 2;
+            }
+            c.pull = !strcmp(argv[i], "on");
         } else if (!strcmp(argv[i], "--sweep")) {
             c.sweep = true;
         } else if (!strcmp(argv[i], "--mem") && i + 1 < argc) {

@@ -139,7 +139,7 @@ static void *progress(void *arg)
         if (t - last > 50000000ULL) {
             last = t;
             if (dsm_host_errors(vm->dsm)) {
-                vm_fail(vm, "node %d: the DSM could not copy or protect guest pages (%llu "
+                vm_fail(vm, "node %d: the DSM could not copy, protect or pull guest pages (%llu "
                         "failures); stopping rather than run on wrong memory", vm->node,
                         (unsigned long long)dsm_host_errors(vm->dsm));
                 break;

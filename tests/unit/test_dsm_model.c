@@ -31,6 +31,7 @@ struct netmsg {
     int from, to;
     struct dsm_msg m;
     bool has_payload;
+    uint64_t pull_stamp; /* DATA_PULL: the home's page when it was sent */
     uint8_t payload[DSM_PAGE_SIZE];
 };
 
@@ -39,6 +40,8 @@ struct vcpu {
     uint64_t page;
     bool write;
 };
+
+static uint64_t stamp_of(const uint8_t *page);
 
 struct model;
 struct nodectx {
@@ -58,6 +61,8 @@ struct model {
     uint64_t clock, seq, reads, writes, steps, drops;
     unsigned seed;
     bool block_homes; /* pages 0-1 homed on node 0, 2-3 on 1, 4-5 on 2 */
+    const struct netmsg *delivering; /* for m_pull's check */
+    uint64_t pulls;
     char err[256];
 };
 
@@ -77,6 +82,8 @@ static int m_send(void *c, int dst, const struct dsm_msg *m, const void *payload
     n->to = dst;
     n->m = *m;
     n->has_payload = payload != NULL;
+    if (m->type == DSM_DATA_PULL)
+        memcpy(&n->pull_stamp, w->data[x->id][m->page], 8);
     if (payload && dst == x->id)
         memset(n->payload, 0xa5, DSM_PAGE_SIZE); /* a marker only: must never be read */
     else if (payload)
@@ -102,6 +109,24 @@ static void m_write(void *c, uint64_t page, const uint8_t *data)
 {
     struct nodectx *x = c;
     memcpy(x->w->data[x->id][page], data, DSM_PAGE_SIZE);
+}
+
+/* One-sided read of the home's copy, when the DATA_PULL is delivered: the
+ * home's copy must be what it was when the home sent it (the page stays
+ * busy until the puller's Unblock, so nobody may have written it). */
+static int m_pull(void *c, int from, uint64_t page)
+{
+    struct nodectx *x = c;
+    struct model *w = x->w;
+    ck_assert_ptr_nonnull(w->delivering);
+    ck_assert_int_eq(w->delivering->m.type, DSM_DATA_PULL);
+    ck_assert_int_eq(home_of(w, page), from);
+    ck_assert_msg(stamp_of(w->data[from][page]) == w->delivering->pull_stamp,
+                  "seed %u step %llu: page %llu changed at its home between DATA_PULL and "
+                  "the pull", w->seed, (unsigned long long)w->steps, (unsigned long long)page);
+    memcpy(w->data[x->id][page], w->data[from][page], DSM_PAGE_SIZE);
+    w->pulls++;
+    return 0;
 }
 
 static void m_wake(void *c, uint64_t page)
@@ -130,7 +155,8 @@ static void m_drop(void *c, uint64_t page)
     x->w->drops++;
 }
 
-static struct model *model_new_push(unsigned seed, uint64_t cache_limit, unsigned push)
+static struct model *model_new_opts(unsigned seed, uint64_t cache_limit, unsigned push,
+                                     bool pull)
 {
     struct model *w = calloc(1, sizeof *w);
     w->bag = calloc(MAXMSG, sizeof *w->bag);
@@ -139,15 +165,22 @@ static struct model *model_new_push(unsigned seed, uint64_t cache_limit, unsigne
     w->clock = 1000000; /* as a host's clock: pages at rest since "long ago" */
     for (int i = 0; i < NODES; i++) {
         w->ctx[i] = (struct nodectx){w, i};
-        struct dsm_ops ops = {&w->ctx[i], m_send, m_map, m_read, m_write, m_wake, m_now, m_drop};
+        struct dsm_ops ops = {&w->ctx[i], m_send, m_map,  m_read, m_write,
+                              m_wake,     m_now,  m_drop, m_pull};
         ck_assert_int_eq(dsm_node_init(&w->node[i], i, NODES, PAGES, home_of, w, &ops), 0);
         dsm_set_cache_limit(&w->node[i], cache_limit);
         dsm_set_hold(&w->node[i], HOLD_MIN, HOLD_MAX);
         dsm_set_push(&w->node[i], push);
+        dsm_set_pull(&w->node[i], pull);
         for (int p = 0; p < PAGES; p++)
             w->prot[i][p] = home_of(w, (uint64_t)p) == i ? DSM_PROT_WRITE : DSM_PROT_NONE;
     }
     return w;
+}
+
+static struct model *model_new_push(unsigned seed, uint64_t cache_limit, unsigned push)
+{
+    return model_new_opts(seed, cache_limit, push, false);
 }
 
 static struct model *model_new_cache(unsigned seed, uint64_t cache_limit)
@@ -228,7 +261,9 @@ static void deliver(struct model *w, int i)
 {
     struct netmsg n = w->bag[i];
     w->bag[i] = w->bag[--w->nbag]; /* random order: any message may go next */
+    w->delivering = &n;
     int r = dsm_receive(&w->node[n.to], n.from, &n.m, n.has_payload ? n.payload : NULL);
+    w->delivering = NULL;
     ck_assert_msg(r == 0, "seed %u step %llu: node %d rejected message %#x page %llu from %d",
                   w->seed, (unsigned long long)w->steps, n.to, n.m.type,
                   (unsigned long long)n.m.page, n.from);
@@ -399,6 +434,46 @@ static void push_run(uint64_t limit)
     ck_assert_uint_gt(inv, 100);
     model_free(w);
 }
+
+/* One-sided pulls: every home answers other nodes with DATA_PULL, and the
+ * requester copies the home's page when that message arrives, whatever
+ * happened in between (m_pull checks the home's copy did not change).
+ * With a bounded cache (write-backs crossing pulls) and with pushes. */
+static void pull_run(uint64_t limit, unsigned push)
+{
+    unsigned seed = pick_seed();
+    struct model *w = model_new_opts(seed, limit, push, true);
+    run_random(w, 120000);
+    uint64_t pulls = 0, data_bytes = 0, inv = 0, rec = 0;
+    for (int i = 0; i < NODES; i++) {
+        const struct dsm_node *n = &w->node[i];
+        pulls += n->stats.pulls;
+        data_bytes += n->stats.bytes_moved;
+        inv += n->stats.inv_received;
+        rec += n->stats.recalls_received;
+        ck_assert_uint_eq(n->stats.pull_errors, 0);
+        for (int d = 0; d < DSM_DROP_COUNT; d++)
+            ck_assert_uint_eq(n->stats.dropped[d], 0);
+    }
+    printf("dsm model, pull, cache limit %llu, push %u: seed %u, %llu reads, %llu writes, "
+           "%llu pulls\n", (unsigned long long)limit, push, seed, (unsigned long long)w->reads,
+           (unsigned long long)w->writes, (unsigned long long)pulls);
+    ck_assert_uint_ge(w->reads + w->writes, 100000);
+    ck_assert_uint_eq(pulls, w->pulls);
+    ck_assert_uint_gt(pulls, 1000);
+    ck_assert_uint_gt(inv, 100);
+    ck_assert_uint_gt(rec, 100);
+    model_free(w);
+}
+
+START_TEST(random_interleavings_pull) { pull_run(0, 0); }
+END_TEST
+
+START_TEST(random_interleavings_pull_cache_1) { pull_run(1, 0); }
+END_TEST
+
+START_TEST(random_interleavings_pull_push) { pull_run(1, 1); }
+END_TEST
 
 START_TEST(random_interleavings_push) { push_run(0); }
 END_TEST
@@ -696,6 +771,9 @@ int main(void)
     tcase_add_test(t, random_interleavings_cache_2);
     tcase_add_test(t, random_interleavings_push);
     tcase_add_test(t, random_interleavings_push_cache_1);
+    tcase_add_test(t, random_interleavings_pull);
+    tcase_add_test(t, random_interleavings_pull_cache_1);
+    tcase_add_test(t, random_interleavings_pull_push);
     tcase_add_test(t, push_saves_the_next_fault);
     tcase_add_test(t, contended_page_makes_progress);
     tcase_add_test(t, local_faults_coalesce);
