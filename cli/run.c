@@ -177,6 +177,7 @@ int cmd_node(int argc, char **argv)
         use_monitor(&a, &ma);
     }
     struct ic *ic;
+    c.rma = a.vm.dsm_pull;
     if (ic_open(&c, &ic, err, sizeof err) < 0) {
         fprintf(stderr, "amalgam node %d: %s\n", c.rank, err);
         return 1;

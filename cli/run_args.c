@@ -49,6 +49,9 @@ const char run_usage[] =
     "  --dsm-push N      batching: with each read copy a node is sent, its home\n"
     "                    also sends up to N following pages it owns (0-64,\n"
     "                    default " STR(DSM_PUSH_DEFAULT) "; see docs/dsm.md)\n"
+    "  --dsm-pull on|off pages move by one-sided RMA reads from their home's\n"
+    "                    memory instead of in the home's reply (default off:\n"
+    "                    slower on shm, tcp and Soft-RoCE; docs/interconnect.md)\n"
     "  --monitor PATH    listen for QMP clients on the unix socket PATH (mode\n"
     "                    0600; node 0's): see 'amalgam ctl' and docs/monitor.md\n"
     "  --migrate every=MS[,vcpus=LIST]\n"
@@ -121,6 +124,17 @@ static int f_dsm_push(void *ctx, const char *v, char *err, size_t n)
         return -EINVAL;
     }
     a->vm.dsm_push = (unsigned)p;
+    return 0;
+}
+
+static int f_dsm_pull(void *ctx, const char *v, char *err, size_t n)
+{
+    struct run_args *a = ctx;
+    if (strcmp(v, "on") && strcmp(v, "off")) {
+        snprintf(err, n, "--dsm-pull '%s': expected on or off", v);
+        return -EINVAL;
+    }
+    a->vm.dsm_pull = !strcmp(v, "on");
     return 0;
 }
 
@@ -524,7 +538,8 @@ static const struct flag flags[] = {
     {"--placement", true, f_placement}, {"--distance", true, f_distance},
     {"--verbose", false, f_verbose}, {"-v", false, f_verbose},
     {"--stats", false, f_stats},    {"--dsm-cache", true, f_dsm_cache},
-    {"--dsm-push", true, f_dsm_push}, {"--vcpu-sched", true, f_vcpu_sched},
+    {"--dsm-push", true, f_dsm_push}, {"--dsm-pull", true, f_dsm_pull},
+    {"--vcpu-sched", true, f_vcpu_sched},
     {"--monitor", true, f_monitor},
     {"--migrate", true, f_migrate}, {"--trace", true, f_trace},
     {"--migrate-plan", true, f_migrate_plan}, {"--migrate-policy", true, f_migrate_policy},

@@ -171,12 +171,16 @@ int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
                    const struct ic_config *parent)
 {
     static const char *const prov[] = {"auto", "tcp", "shm", "verbs"};
-    char secret[64], port[16], rank[8], size[8];
+    char secret[64], rank[8], size[8];
     if (make_secret(secret, sizeof secret) < 0) {
         fprintf(stderr, "amalgam: cannot create a temporary secret\n");
         return 1;
     }
-    snprintf(port, sizeof port, "127.0.0.1:%d", free_port());
+    /* AMALGAM_LOCAL_HOST: where local ranks meet, for a fabric that binds to
+     * an interface's address (verbs: the RDMA device's, not the loopback). */
+    const char *host = getenv("AMALGAM_LOCAL_HOST");
+    char hostport[300];
+    snprintf(hostport, sizeof hostport, "%s:%d", host && *host ? host : "127.0.0.1", free_port());
     snprintf(size, sizeof size, "%d", nranks);
     pid_t pids[IC_MAX_RANKS], self = getpid();
     /* Signals meant for the machine are taken here (and passed on) from
@@ -206,7 +210,7 @@ int ic_spawn_local(const char *cmd, int argc, char **argv, int nranks,
             for (int k = 0; k < argc && n < 50; k++)
                 av[n++] = argv[k];
             snprintf(rank, sizeof rank, "%d", i);
-            char *extra[] = {"--rank", rank, "--ranks", size, "--bootstrap", port,
+            char *extra[] = {"--rank", rank, "--ranks", size, "--bootstrap", hostport,
                              "--secret-file", secret, "--fabric",
                              (char *)prov[parent->provider], NULL};
             for (int k = 0; extra[k]; k++)

@@ -162,36 +162,61 @@ static int fabric_floor(const char *fabric, double *req, double *resp)
  * its own node (mapped from the start: on a host that is itself a VM this
  * is the hypervisor's page-table fill, ~5 us here) plus a bare userfaultfd
  * round trip between two threads plus the fabric. Needs no KVM; isolates
- * the DSM's own share. */
-static int bench_host(const char *fabric, int pages)
+ * the DSM's own share. Pages move two ways, both timed in the same run
+ * against the same floor: two-sided (the home sends the page) and
+ * one-sided (the home answers with where it is, and the requester reads
+ * it from the home's memory with an RMA read). */
+struct host_run {
+    double r50, r99, w50, w99, local;
+};
+
+static int host_run(const char *fabric, int pages, bool pull, struct host_run *o)
 {
     char line[512], args[256];
-    snprintf(args, sizeof args, "dsm-check --local 2 --pin --threads 1 --fabric %s --bench %d",
-             fabric, pages);
+    snprintf(args, sizeof args, "dsm-check --local 2 --pin --threads 1 --fabric %s --bench %d "
+             "--dsm-pull %s", fabric, pages, pull ? "on" : "off");
+    if (run_scan(args, "dsm-bench:", line, sizeof line) < 0) {
+        fprintf(stderr, "amalgam bench dsm: the host-thread benchmark (%s) did not run\n",
+                pull ? "one-sided" : "two-sided");
+        return -EIO;
+    }
+    *o = (struct host_run){(double)field(line, "read_p50 "), (double)field(line, "read_p99 "),
+                           (double)field(line, "write_p50 "), (double)field(line, "write_p99 "),
+                           (double)field(line, "local_p50 ")};
+    return 0;
+}
+
+static int bench_host(const char *fabric, int pages)
+{
     double req, resp;
     uint64_t uffd50 = 0;
-    if (run_scan(args, "dsm-bench:", line, sizeof line) < 0) {
-        fprintf(stderr, "amalgam bench dsm: the host-thread benchmark did not run\n");
+    struct host_run two, one;
+    if (host_run(fabric, pages, false, &two) < 0)
         return 1;
-    }
+    int pull = host_run(fabric, pages, true, &one);
     if (fabric_floor(fabric, &req, &resp) < 0 || uffd_floor_ns(&uffd50) < 0) {
         fprintf(stderr, "amalgam bench dsm: the floor measurements failed\n");
         return 1;
     }
-    double local = (double)field(line, "local_p50 ");
-    double floor = local + (double)uffd50 + req + resp, r50 = (double)field(line, "read_p50 ");
-    double r99 = (double)field(line, "read_p99 ");
+    double floor = two.local + (double)uffd50 + req + resp;
+    char onesided[256] = "null";
+    if (pull == 0)
+        snprintf(onesided, sizeof onesided,
+                 "{\"read_p50\":%.1f,\"read_p99\":%.1f,\"write_p50\":%.1f,\"write_p99\":%.1f,"
+                 "\"read_ratio\":%.2f}", one.r50 / 1e3, one.r99 / 1e3, one.w50 / 1e3,
+                 one.w99 / 1e3, one.r50 / floor);
+    /* The top-level figures are the two-sided path's: the default. */
     printf("{\"bench\":\"dsm\",\"mode\":\"host-thread\",\"nodes\":2,\"fabric\":\"%s\","
            "\"pages\":%d,\"remote_read_fault_us\":{\"p50\":%.1f,\"p99\":%.1f},"
            "\"remote_write_fault_us\":{\"p50\":%.1f,\"p99\":%.1f},"
            "\"floor_us\":{\"home_first_touch\":%.1f,\"uffd_round_trip\":%.1f,"
            "\"request\":%.1f,\"response_4k\":%.1f,\"total\":%.1f},"
-           "\"read_ratio\":%.2f,\"read_p99_over_p50\":%.1f,\"goal\":{\"ratio\":1.3,"
-           "\"p99_over_p50\":5}}\n",
-           fabric, pages, r50 / 1e3, r99 / 1e3,
-           (double)field(line, "write_p50 ") / 1e3, (double)field(line, "write_p99 ") / 1e3,
-           local / 1e3, (double)uffd50 / 1e3, req / 1e3, resp / 1e3, floor / 1e3, r50 / floor,
-           r50 > 0 ? r99 / r50 : 0);
+           "\"read_ratio\":%.2f,\"read_p99_over_p50\":%.1f,\"one_sided_us\":%s,"
+           "\"one_sided_over_two_sided\":%.2f,\"goal\":{\"ratio\":1.3,\"p99_over_p50\":5}}\n",
+           fabric, pages, two.r50 / 1e3, two.r99 / 1e3, two.w50 / 1e3, two.w99 / 1e3,
+           two.local / 1e3, (double)uffd50 / 1e3, req / 1e3, resp / 1e3, floor / 1e3,
+           two.r50 / floor, two.r50 > 0 ? two.r99 / two.r50 : 0, onesided,
+           pull == 0 && two.r50 > 0 ? one.r50 / two.r50 : 0);
     return 0;
 }
 
@@ -211,12 +236,15 @@ int bench_dsm_main(int argc, char **argv)
             i++;
         else {
             fprintf(stderr, "usage: amalgam bench dsm [--nodes 2] [--fabric shm|tcp] [--pages N] "
-                    "[--host]\n");
+                    "[--host [--fabric verbs]]\n");
             return 2;
         }
     }
-    if ((strcmp(fabric, "shm") && strcmp(fabric, "tcp")) || pages < 10 || pages > 4096) {
-        fprintf(stderr, "amalgam bench dsm: --fabric shm|tcp, --pages 10..4096\n");
+    bool verbs = !strcmp(fabric, "verbs");
+    if ((strcmp(fabric, "shm") && strcmp(fabric, "tcp") && !(verbs && host)) || pages < 10 ||
+        pages > 4096) {
+        fprintf(stderr, "amalgam bench dsm: --fabric shm|tcp (verbs with --host: set "
+                "AMALGAM_LOCAL_HOST to the RDMA interface's address), --pages 10..4096\n");
         return 2;
     }
     char line[512], args[4400];

@@ -189,6 +189,10 @@ int cluster_start(struct vm *vm, char *err, size_t errlen)
         return r;
     }
     dsm_host_set_push(vm->dsm, vm->cfg.dsm_push);
+    r = dsm_host_set_pull(vm->dsm, vm->cfg.dsm_pull);
+    if (r < 0) /* this home sends pages in its replies, as without the flag */
+        fprintf(stderr, "amalgam node %d: --dsm-pull on: %s; this node sends its pages "
+                "instead\n", vm->node, dsm_pull_error(r));
     struct dsm_host_report rep;
     dsm_host_report(vm->dsm, &rep);
     if (!rep.read_only_sharing)

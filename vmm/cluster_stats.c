@@ -35,7 +35,7 @@ void cluster_print_stats(const struct vm *vm)
                      "%llu KiB moved, %llu evictions (%llu written back), %llu pages cached, "
                      "%llu userfaultfd events, %llu bad messages, %llu requests held (window "
                      "%.0f us), %llu pages pushed, %llu kept (%llu declined), %llu prefetched, "
-                     "read-only sharing %s; "
+                     "%llu pulled one-sided (this home %s), read-only sharing %s; "
                      "fault service time in us:",
                      vm->node, (unsigned long long)s->read_faults,
                      (unsigned long long)s->write_faults, (unsigned long long)s->upgrades,
@@ -48,6 +48,7 @@ void cluster_print_stats(const struct vm *vm)
                      (unsigned long long)s->holds, rep.hold_window_ns / 1e3,
                      (unsigned long long)s->pushes_sent, (unsigned long long)s->pushes_kept,
                      (unsigned long long)s->pushes_declined, (unsigned long long)rep.prefetches,
+                     (unsigned long long)s->pulls, rep.pulling ? "answers with pulls" : "sends pages",
                      rep.read_only_sharing ? "on" : "off (kernel before 6.4)");
     for (int b = 0; b < DSM_HIST_BUCKETS && o > 0 && (size_t)o < sizeof buf; b++)
         if (s->service_ns_log2[b])

@@ -96,6 +96,8 @@ struct vm_config {
     const char *distance;
     uint64_t dsm_cache; /* bytes of other nodes' pages cached here; 0: no limit */
     unsigned dsm_push;  /* batching: pages sent along with a read copy (dsm_set_push) */
+    bool dsm_pull;      /* pages move by one-sided reads (dsm_host_set_pull); the ic
+                         * must have been opened with ic_config.rma */
     enum vcpu_sched vcpu_sched;
     struct vm_hooks hooks; /* node 0 only; all NULL: none */
     /* --migrate every=MS[,vcpus=LIST]: node 0 moves a random vCPU of the

@@ -212,6 +212,46 @@ START_TEST(clock_estimate)
 }
 END_TEST
 
+/* One-sided reads over the loopback: a read inside the region the peer
+ * exposed returns its bytes; a descriptor that does not hold the offset is
+ * refused before anything is read, and a key or address the owner never
+ * registered fails as a NIC would fail it. Each is counted. */
+START_TEST(one_sided_reads)
+{
+    struct ic_types t;
+    ic_types_init(&t);
+    struct ic *ic[2];
+    ck_assert_int_eq(ic_loopback_open(2, &t, NULL, ic), 0);
+    static uint8_t mem[3 * 4096];
+    for (size_t i = 0; i < sizeof mem; i++)
+        mem[i] = (uint8_t)(i * 7 + 3);
+    struct ic_region rg, other;
+    const void *data = NULL;
+    struct ic_region none = {0, 0, 4096};
+    ck_assert_int_eq(ic_read(ic[1], 0, &none, 0, 4096, &data), -EIO); /* nothing exposed yet */
+    ck_assert_int_eq(ic_expose(ic[0], mem, sizeof mem, &rg), 0);
+    ck_assert_int_eq(ic_expose(ic[0], mem, sizeof mem, &other), -EBUSY);
+    ck_assert_int_eq(ic_read(ic[1], 0, &rg, 4096, 4096, &data), 0);
+    ck_assert_mem_eq(data, mem + 4096, 4096);
+    ck_assert_int_eq(ic_read(ic[1], 0, &rg, 2 * 4096 + 1, 4096, &data), -ERANGE);
+    ck_assert_int_eq(ic_read(ic[1], 0, &rg, UINT64_MAX - 10, 4096, &data), -ERANGE);
+    ck_assert_int_eq(ic_read(ic[1], 0, &rg, 0, 4097, &data), -EINVAL); /* over a page */
+    ck_assert_int_eq(ic_read(ic[1], 1, &rg, 0, 4096, &data), -EINVAL); /* from itself */
+    struct ic_region bad = rg;
+    bad.key ^= 1;
+    ck_assert_int_eq(ic_read(ic[1], 0, &bad, 0, 4096, &data), -EIO);
+    bad = rg;
+    bad.addr += sizeof mem; /* the descriptor's own bounds hold; the owner's do not */
+    ck_assert_int_eq(ic_read(ic[1], 0, &bad, 0, 4096, &data), -EIO);
+    const struct ic_stats *st = ic_stats(ic[1]);
+    ck_assert_uint_eq(st->reads, 1);
+    ck_assert_uint_eq(st->read_rejected, 2);
+    ck_assert_uint_eq(st->read_errors, 3);
+    ic_close(ic[0]);
+    ic_close(ic[1]);
+}
+END_TEST
+
 #include "tests/unit/unit.h"
 
 int main(void)
@@ -225,6 +265,7 @@ int main(void)
     tcase_add_test(t, node_flags);
     tcase_add_test(t, join_mac);
     tcase_add_test(t, clock_estimate);
+    tcase_add_test(t, one_sided_reads);
     suite_add_tcase(s, t);
     return run_suite(s);
 }
