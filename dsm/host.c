@@ -102,17 +102,60 @@ static int op_map(void *ctx, uint64_t page, enum dsm_prot prot)
  * work (a first touch through the agent view cost ~10 us on these hosts),
  * and reading a hole (a page nobody wrote) allocates nothing. A failure
  * would give the guest wrong data: counted, and fatal to the node. */
+static void flush_stash(struct dsm_host *h);
+
 static const uint8_t *op_page_read(void *ctx, uint64_t page, uint8_t *buf)
 {
     struct dsm_host *h = ctx;
+    if (h->stashed && h->stash_page == page)
+        flush_stash(h);
+    if (h->home_mapped && h->eng.home_of(h->eng.hctx, page) == h->eng.self)
+        return h->agent_view + page * DSM_PAGE_SIZE; /* mapped at start: no fault */
     if (pread(h->memfd, buf, DSM_PAGE_SIZE, (off_t)(page * DSM_PAGE_SIZE)) != DSM_PAGE_SIZE)
         h->copy_errors++;
     return buf;
 }
 
+/* A page arriving into a hole of the memfd, with the guest view unmapped,
+ * is kept aside until the fault is resolved: then one UFFDIO_COPY fills
+ * the hole and maps it, where pwrite and UFFDIO_CONTINUE took two
+ * syscalls. The data is the message's buffer, which lives until the
+ * message's engine call and settle() are over; settle() writes back
+ * whatever no resolve took. */
+static bool stash(struct dsm_host *h, uint64_t page, const uint8_t *data)
+{
+    if (!h->direct || h->filled[page] || h->pte[page] != DSM_PROT_NONE)
+        return false;
+    flush_stash(h);
+    h->stash = data;
+    h->stash_page = page;
+    h->stashed = true;
+    return true;
+}
+
+static void write_page(struct dsm_host *h, uint64_t page, const uint8_t *data)
+{
+    if (pwrite(h->memfd, data, DSM_PAGE_SIZE, (off_t)(page * DSM_PAGE_SIZE)) != DSM_PAGE_SIZE)
+        h->copy_errors++;
+    else
+        h->filled[page] = 1;
+}
+
+static void flush_stash(struct dsm_host *h)
+{
+    if (h->stashed) {
+        h->stashed = false;
+        write_page(h, h->stash_page, h->stash);
+    }
+}
+
 static void op_page_write(void *ctx, uint64_t page, const uint8_t *data)
 {
     struct dsm_host *h = ctx;
+    if (h->stashed && h->stash_page == page)
+        h->stashed = false; /* superseded */
+    if (stash(h, page, data))
+        return;
     if (pwrite(h->memfd, data, DSM_PAGE_SIZE, (off_t)(page * DSM_PAGE_SIZE)) != DSM_PAGE_SIZE)
         h->copy_errors++;
     else
@@ -174,6 +217,9 @@ static void punch(struct dsm_host *h, uint64_t page, uint64_t n)
 /* A copy given up. */
 static void op_drop(void *ctx, uint64_t page)
 {
+    struct dsm_host *h = ctx;
+    if (h->stashed && h->stash_page == page)
+        h->stashed = false; /* the copy is given up before it was ever mapped */
     punch(ctx, page, 1);
 }
 
@@ -197,6 +243,21 @@ static void resolve(struct dsm_host *h, uint64_t page)
     struct uffdio_range range = {addr, DSM_PAGE_SIZE};
     enum dsm_prot prot = dsm_access(&h->eng, page);
     int r = 0;
+    if (h->stashed && h->stash_page == page && prot != DSM_PROT_NONE &&
+        (prot == DSM_PROT_WRITE || h->continue_wp)) {
+        struct uffdio_copy c = {.dst = addr, .src = (uint64_t)(uintptr_t)h->stash,
+                                .len = DSM_PAGE_SIZE,
+                                .mode = prot == DSM_PROT_READ ? UFFDIO_COPY_MODE_WP : 0};
+        if (uffd_ioctl(h, UFFDIO_COPY, &c) == 0) {
+            h->stashed = false;
+            h->filled[page] = 1;
+            h->pte[page] = (uint8_t)prot;
+            return;
+        }
+        flush_stash(h); /* and map it the usual way below */
+    }
+    if (h->stashed && h->stash_page == page)
+        flush_stash(h);
     if (prot == DSM_PROT_READ && !h->continue_wp) {
         /* Cannot map it read-only here (see continue_wp): the faulter
          * retries, faults again and asks for the page exclusive. */
@@ -246,6 +307,7 @@ static void settle(struct dsm_host *h)
         resolve(h, h->woken[i]);
     }
     h->nwoken = 0;
+    flush_stash(h); /* the buffer is the message's: it goes after this */
 }
 
 void dsm_host_on_message(void *ctx, const struct ic_hdr *hdr, const void *payload)
@@ -464,6 +526,10 @@ static int populate(struct dsm_host *h, uint64_t page, uint64_t n)
     }
     memset(h->pte + page, DSM_PROT_WRITE, n);
     memset(h->filled + page, 1, n);
+    /* The agent view too, so that serving these pages to other nodes reads
+     * them in place, with neither a syscall nor a first-touch fault. */
+    if (madvise(h->agent_view + page * DSM_PAGE_SIZE, len, MADV_POPULATE_READ) < 0)
+        h->home_mapped = false;
     return 0;
 }
 
@@ -478,6 +544,7 @@ static int populate(struct dsm_host *h, uint64_t page, uint64_t n)
 static int map_home_pages(struct dsm_host *h)
 {
     uint64_t run = 0;
+    h->home_mapped = !getenv("AMALGAM_DSM_NO_DIRECT");
     for (uint64_t p = 0; p <= h->npages; p++) {
         if (p < h->npages && h->eng.home_of(h->eng.hctx, p) == h->eng.self) {
             run++;
@@ -529,6 +596,9 @@ int dsm_host_start(struct dsm_host *h, struct ic *ic, int memfd, uint8_t *guest_
     h->threads = calloc(DSM_HOST_THREADS, sizeof *h->threads);
     const char *idle = getenv("AMALGAM_DSM_IDLE_SLEEP_US"); /* for measuring the trade-off */
     h->idle_sleep_ns = idle && atoi(idle) > 0 ? (uint64_t)atoi(idle) * 1000ULL : IDLE_SLEEP_NS;
+    /* AMALGAM_DSM_NO_DIRECT=1: page data through pread/pwrite and
+     * UFFDIO_CONTINUE only (see stash()), to measure against. */
+    h->direct = !getenv("AMALGAM_DSM_NO_DIRECT");
     if (!h->local || !h->woken || !h->woken_flag || !h->pte || !h->filled || !h->threads)
         return -ENOMEM;
     /* Pages not at home must not be mapped before the DSM governs them. */

@@ -93,6 +93,12 @@ struct dsm_host {
     struct dsm_pull_desc pull_mine, pull_rx;
     bool pull_rx_valid;
     uint64_t pull_rejected;
+    /* A page that arrived into a hole, kept aside for resolve()'s
+     * UFFDIO_COPY (message loop only; see stash() in host.c); and whether
+     * the home pages are mapped in the agent view too (read in place). */
+    const uint8_t *stash;
+    uint64_t stash_page;
+    bool stashed, direct, home_mapped;
 };
 
 /* Per thread (a vCPU's thread on this node): its userfaultfd faults, by
